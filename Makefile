@@ -1,0 +1,28 @@
+# The project's verbs. `make setup` then `make test` on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch is installed only when the venv has none, so a user's own torch build is never replaced.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup test lint bench bench-gpu demo clean
+
+setup:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install $(TORCH_SPEC)
+	$(PY) -m pip install -e '.[test]'
+
+test:
+	$(PY) -m pytest -q
+
+lint:
+	$(PY) -m ruff check pipeline model tests
+
+bench:
+	$(PY) -m model.bench --out BENCHMARKS.md
+
+bench-gpu:
+	$(PY) -m model.bench_gpu
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
