@@ -1,0 +1,69 @@
+"""Settings of the face side of the pipeline: detection, tracking, smoothing."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DETECTOR_NAMES = ("retinaface_resnet50", "retinaface_mobile0.25")
+SMOOTHING_METHODS = ("savgol", "gaussian", "none")
+
+
+@dataclass(frozen=True)
+class FaceSettings:
+    """How faces are found, followed and filtered inside one scene clip.
+
+    Attributes:
+        detector: facexlib RetinaFace variant; "retinaface_mobile0.25" is the fast option.
+        detector_weights: path of a RetinaFace state dict to load instead of facexlib's download.
+        detect_max_side: frames are shrunk so their longest side is at most this before detection
+            (0 keeps the source size); boxes and landmarks are mapped back to source pixels.
+        detect_batch_size: frames per detector forward pass.
+        score_threshold: minimum RetinaFace face score.
+        nms_threshold: IoU above which overlapping detections are merged by NMS.
+        detect_every: detect on every Nth frame (and on the clip's last frame); faces on the
+            frames between are interpolated.
+        max_gap: frames without a detection that a track may bridge (by linear interpolation),
+            beyond the detect_every - 1 frames that are never looked at.
+        match_gate: largest association cost, (1 - box IoU) + landmark shift / face size, that
+            still links a detection to a track.
+        min_track_len: tracks with fewer frames are kept but marked not to restore.
+        min_eye_dist: tracks whose median eye distance (px) is smaller are marked not to restore.
+        smoothing: temporal filter of the landmarks along a track: "savgol", "gaussian" or "none".
+        smoothing_window: filter length in frames (odd; shortened on short tracks).
+    """
+
+    detector: str = "retinaface_resnet50"
+    detector_weights: str | None = None
+    detect_max_side: int = 640
+    detect_batch_size: int = 8
+    score_threshold: float = 0.8
+    nms_threshold: float = 0.4
+    detect_every: int = 1
+    max_gap: int = 5
+    match_gate: float = 1.0
+    min_track_len: int = 5
+    min_eye_dist: float = 10.0
+    smoothing: str = "savgol"
+    smoothing_window: int = 9
+
+    def __post_init__(self) -> None:
+        if self.detector not in DETECTOR_NAMES:
+            raise ValueError(f"faces.detector={self.detector!r}: choose one of {', '.join(DETECTOR_NAMES)}")
+        if self.smoothing not in SMOOTHING_METHODS:
+            raise ValueError(
+                f"faces.smoothing={self.smoothing!r}: choose one of {', '.join(SMOOTHING_METHODS)}"
+            )
+        _require(0.0 < self.score_threshold < 1.0, "score_threshold", self.score_threshold, "in (0, 1)")
+        _require(0.0 < self.nms_threshold < 1.0, "nms_threshold", self.nms_threshold, "in (0, 1)")
+        _require(self.detect_max_side >= 0, "detect_max_side", self.detect_max_side, ">= 0 (0: no cap)")
+        _require(self.detect_batch_size >= 1, "detect_batch_size", self.detect_batch_size, ">= 1")
+        _require(self.detect_every >= 1, "detect_every", self.detect_every, ">= 1")
+        _require(self.max_gap >= 0, "max_gap", self.max_gap, ">= 0")
+        _require(self.match_gate > 0, "match_gate", self.match_gate, "> 0")
+        _require(self.min_track_len >= 1, "min_track_len", self.min_track_len, ">= 1")
+        _require(self.min_eye_dist >= 0, "min_eye_dist", self.min_eye_dist, ">= 0")
+        _require(self.smoothing_window >= 1, "smoothing_window", self.smoothing_window, ">= 1")
+
+
+def _require(ok: bool, name: str, value: object, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"faces.{name}={value!r}: set it {expected}")
