@@ -1,0 +1,313 @@
+"""Settings of a dpt-batch run: one typed schema, loaded from YAML plus `--set key=value` overrides.
+
+A run's settings come from three layers, later ones winning:
+
+1. the defaults of the dataclasses below (the production setup, identical to configs/default.yaml);
+2. a YAML file (`--config FILE`) that names any subset of the sections and keys;
+3. `--set section.key=value` overrides, whose values are parsed as YAML scalars
+   (`--set faces.max_gap=8`, `--set model.weights=null`, `--set model.weights=synthetic:0`).
+
+Everything is validated when loaded, before any work starts: an unknown key, a value of the wrong
+type or outside its choices raises a ConfigError that names the key, where it came from (the file or
+`--set`) and what to write instead.
+
+Relative paths in a config (`faces.detector_weights`, `model.weights`) are kept as written and
+resolve against the current directory, not the config file's folder: the README runs every command
+from the repository root, so `../shared/weights/...` in configs/smoke.yaml means the same thing on a
+command line and in the file. `check_local_files` checks them before a run starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+MODEL_NAMES = ("official", "tiny")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+DEVICES = ("auto", "cpu", "cuda")
+DETECTOR_NAMES = ("retinaface_resnet50", "retinaface_mobile0.25")
+SMOOTHING_METHODS = ("savgol", "gaussian", "none")
+SCENE_DETECTORS = ("content", "adaptive")
+CODECS = ("libx264", "libx265")
+X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo",
+)
+PIXEL_FORMATS = ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le")
+SYNTHETIC_PREFIX = "synthetic:"
+
+
+class ConfigError(ValueError):
+    """A setting is unknown, of the wrong type or out of range; the message names it and the fix."""
+
+
+def _choice(default: Any, choices: tuple) -> Any:
+    return field(default=default, metadata={"choices": choices})
+
+
+def _at_least(default: Any, low: float) -> Any:
+    return field(default=default, metadata={"min": low})
+
+
+def _between(default: Any, low: float, high: float) -> Any:
+    return field(default=default, metadata={"min": low, "max": high})
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which DP-TempCoh network restores the faces, and how it runs.
+
+    Attributes:
+        name: registered configuration: "official" (the released network) or "tiny" (tests, smoke runs).
+        weights: where the weights come from: a local path, an fsspec URL, null to resolve the official
+            checkpoint from the cache or the hub, or "synthetic:SEED" for deterministic random weights.
+        precision: compute precision: fp32, bf16, fp16, or auto (bf16 on a GPU that has it, else fp32).
+        device: auto (CUDA when present), cpu or cuda.
+        batch_windows: temporal windows per forward pass.
+    """
+
+    name: str = _choice("official", MODEL_NAMES)
+    weights: str | None = None
+    precision: str = _choice("auto", PRECISIONS)
+    device: str = _choice("auto", DEVICES)
+    batch_windows: int = _at_least(4, 1)
+
+
+@dataclass(frozen=True)
+class FacesSettings:
+    """How faces are found, followed and filtered in a clip.
+
+    The fields mirror pipeline.faces.FaceSettings one for one (a test keeps them in step);
+    see that class for what each means. `to_face_settings()` builds it.
+    """
+
+    detector: str = _choice("retinaface_resnet50", DETECTOR_NAMES)
+    detector_weights: str | None = None
+    detect_max_side: int = _at_least(640, 0)
+    detect_batch_size: int = _at_least(8, 1)
+    score_threshold: float = _between(0.8, 0.0, 1.0)
+    nms_threshold: float = _between(0.4, 0.0, 1.0)
+    detect_every: int = _at_least(1, 1)
+    max_gap: int = _at_least(5, 0)
+    match_gate: float = _at_least(1.0, 0.0)
+    min_track_len: int = _at_least(5, 1)
+    min_eye_dist: float = _at_least(10.0, 0.0)
+    smoothing: str = _choice("savgol", SMOOTHING_METHODS)
+    smoothing_window: int = _at_least(9, 1)
+
+    def to_face_settings(self):  # -> pipeline.faces.FaceSettings (imported late: it pulls in torch)
+        from pipeline.faces import FaceSettings
+
+        return FaceSettings(**dataclasses.asdict(self))
+
+
+@dataclass(frozen=True)
+class ScenesSettings:
+    """How a video is cut into scene clips.
+
+    Attributes:
+        detector: PySceneDetect detector: "content" (ContentDetector) or "adaptive" (AdaptiveDetector).
+        threshold: the detector's threshold (content: frame score, default 27; adaptive: score ratio,
+            default 3); null keeps the detector's own default.
+        min_scene_len: shortest scene in frames; cuts closer than this to the previous one are merged.
+        max_clip_frames: longest clip in frames; longer shots are split into near-equal clips.
+        analysis_width: frames are decoded at this width (aspect kept) for cut detection; 0: full size.
+    """
+
+    detector: str = _choice("content", SCENE_DETECTORS)
+    threshold: float | None = None
+    min_scene_len: int = _at_least(15, 1)
+    max_clip_frames: int = _at_least(300, 1)
+    analysis_width: int = _at_least(256, 0)
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """How restored clips are encoded (ffmpeg).
+
+    Attributes:
+        codec: ffmpeg video encoder.
+        crf: constant rate factor, 0 (lossless) to 51; 18 is visually lossless for x264.
+        preset: encoder speed/size trade-off.
+        pix_fmt: output pixel format; yuv420p plays everywhere (and needs even width and height).
+    """
+
+    codec: str = _choice("libx264", CODECS)
+    crf: int = _between(18, 0, 51)
+    preset: str = _choice("medium", X264_PRESETS)
+    pix_fmt: str = _choice("yuv420p", PIXEL_FORMATS)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings of a run, one section per part of the pipeline."""
+
+    model: ModelSettings = field(default_factory=ModelSettings)
+    faces: FacesSettings = field(default_factory=FacesSettings)
+    scenes: ScenesSettings = field(default_factory=ScenesSettings)
+    encode: EncodeSettings = field(default_factory=EncodeSettings)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict (YAML/JSON ready), e.g. to record a run's settings in its catalog."""
+        return dataclasses.asdict(self)
+
+
+def load_settings(config: str | Path | None = None, overrides: Iterable[str] = ()) -> Settings:
+    """Settings from a YAML file (or the defaults when None) with `key=value` overrides applied.
+
+    Args:
+        config: path of a YAML file, e.g. configs/smoke.yaml; None keeps the defaults (= default.yaml).
+        overrides: strings "section.key=value"; values are parsed as YAML scalars.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, or a key, type or value is invalid.
+    """
+    tree: dict[str, dict[str, tuple[Any, str]]] = {}
+    if config is not None:
+        source = str(config)
+        for section, key, value in _read_yaml_entries(Path(config)):
+            tree.setdefault(section, {})[key] = (value, source)
+    for section, key, value in parse_overrides(overrides):
+        tree.setdefault(section, {})[key] = (value, "--set")
+    return _build_settings(tree)
+
+
+def named_config(name: str) -> Path:
+    """Path of a config shipped in configs/ ("default", "smoke")."""
+    return CONFIG_DIR / f"{name}.yaml"
+
+
+def parse_overrides(overrides: Iterable[str]) -> list[tuple[str, str, Any]]:
+    """("section", "key", value) for each "section.key=value" string; the value is a YAML scalar."""
+    entries = []
+    for text in overrides:
+        dotted, sep, raw = text.partition("=")
+        section, dot, key = dotted.strip().partition(".")
+        if not sep or not dot or not section or not key or "." in key:
+            raise ConfigError(f"--set {text!r}: write it as section.key=value, e.g. --set faces.max_gap=8")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {text!r}: the value is not a YAML scalar ({error})") from None
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"--set {text!r}: give one value (number, string, true/false, null)")
+        entries.append((section, key, value))
+    return entries
+
+
+def check_local_files(settings: Settings) -> None:
+    """Raise ConfigError when a weights path that names a local file does not exist.
+
+    URLs ("s3://...", "https://..."), null (resolved from cache/hub) and "synthetic:SEED" are left to
+    the code that loads them. Relative paths resolve against the current directory.
+    """
+    for key, value in (
+        ("model.weights", settings.model.weights),
+        ("faces.detector_weights", settings.faces.detector_weights),
+    ):
+        if value is None or "://" in value or value.startswith(SYNTHETIC_PREFIX):
+            continue
+        if not Path(value).is_file():
+            raise ConfigError(
+                f"{key}: file {value!r} does not exist (relative paths resolve against the current "
+                f"directory {Path.cwd()}); fix the path or set it to null to use the cache/hub"
+            )
+
+
+def _read_yaml_entries(path: Path) -> list[tuple[str, str, Any]]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found; pass an existing YAML file to --config")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if data is None:
+        return []
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of sections (model:, faces:, ...), got {_kind(data)}")
+    entries = []
+    for section, body in data.items():
+        if body is None:
+            continue
+        if not isinstance(body, Mapping):
+            raise ConfigError(f"{path}: {section}: expected a mapping of settings, got {_kind(body)}")
+        entries.extend((str(section), str(key), value) for key, value in body.items())
+    return entries
+
+
+def _build_settings(tree: dict[str, dict[str, tuple[Any, str]]]) -> Settings:
+    section_types = _field_types(Settings)
+    sections = {}
+    for section, entries in tree.items():
+        if section not in section_types:
+            source = next(iter(entries.values()))[1]
+            close = _closest(section, section_types)
+            hint = f"; did you mean {close}?" if close else ""
+            known = ", ".join(section_types)
+            raise ConfigError(f"{source}: {section}: unknown section{hint} (known: {known})")
+        sections[section] = _build_section(section, section_types[section], entries)
+    return Settings(**sections)
+
+
+def _build_section(section: str, cls: type, entries: dict[str, tuple[Any, str]]) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    hints = _field_types(cls)
+    values = {}
+    for key, (value, source) in entries.items():
+        name = f"{section}.{key}"
+        if key not in known:
+            close = _closest(key, known)
+            hint = f"; did you mean {section}.{close}?" if close else ""
+            raise ConfigError(f"{source}: {name}: unknown setting{hint} (known: {', '.join(known)})")
+        values[key] = _check_value(name, source, value, hints[key], known[key].metadata)
+    return cls(**values)
+
+
+def _check_value(name: str, source: str, value: Any, hint: Any, metadata: Mapping[str, Any]) -> Any:
+    allowed = _allowed_types(hint)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise ConfigError(f"{source}: {name}: must be set (null is not allowed here)")
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not any(type(value) is t for t in allowed):
+        wanted = " or ".join(t.__name__ for t in allowed if t is not type(None))
+        raise ConfigError(f"{source}: {name}: expected {wanted}, got {value!r} ({type(value).__name__})")
+    choices = metadata.get("choices")
+    if choices and value not in choices:
+        close = _closest(str(value), choices)
+        hint = f"; did you mean {close!r}?" if close else ""
+        raise ConfigError(f"{source}: {name}: {value!r} is not one of {', '.join(choices)}{hint}")
+    if "min" in metadata and value < metadata["min"]:
+        raise ConfigError(f"{source}: {name}: {value!r} is below the minimum {metadata['min']}")
+    if "max" in metadata and value > metadata["max"]:
+        raise ConfigError(f"{source}: {name}: {value!r} is above the maximum {metadata['max']}")
+    return value
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _allowed_types(hint: Any) -> tuple[type, ...]:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def _closest(word: str, candidates: Iterable[str]) -> str | None:
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return close[0] if close else None
+
+
+def _kind(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"[:80]
