@@ -27,6 +27,9 @@ class FaceSettings:
             still links a detection to a track.
         min_track_len: tracks with fewer frames are kept but marked not to restore.
         min_eye_dist: tracks whose median eye distance (px) is smaller are marked not to restore.
+        max_face_overlap: a track whose box lies this much (intersection / its own area) inside a
+            more confident track's box on most of their shared frames is marked not to restore:
+            it is a false detection on a face (a forehead, say), and pasting it would deface it.
         smoothing: temporal filter of the landmarks along a track: "savgol", "gaussian" or "none".
         smoothing_window: filter length in frames (odd; shortened on short tracks).
     """
@@ -42,6 +45,7 @@ class FaceSettings:
     match_gate: float = 1.0
     min_track_len: int = 5
     min_eye_dist: float = 10.0
+    max_face_overlap: float = 0.5
     smoothing: str = "savgol"
     smoothing_window: int = 9
 
@@ -61,6 +65,7 @@ class FaceSettings:
         _require(self.match_gate > 0, "match_gate", self.match_gate, "> 0")
         _require(self.min_track_len >= 1, "min_track_len", self.min_track_len, ">= 1")
         _require(self.min_eye_dist >= 0, "min_eye_dist", self.min_eye_dist, ">= 0")
+        _require(0 < self.max_face_overlap <= 1, "max_face_overlap", self.max_face_overlap, "in (0, 1]")
         _require(self.smoothing_window >= 1, "smoothing_window", self.smoothing_window, ">= 1")
 
 
