@@ -1,0 +1,449 @@
+"""Video files in and out: probe (ffmpeg), decode (decord), encode and concat/mux (ffmpeg).
+
+There is no ffprobe: `probe` runs one `ffmpeg -i FILE -map 0:V:0 -c copy -f framecrc -` pass, which
+reads the container's stream lines from stderr and one line per video packet (timestamp, duration)
+from stdout without decoding anything. That gives an exact frame count and an exact rational frame
+rate (24000/1001, not 23.98).
+
+Frames are RGB uint8 arrays shaped TxHxWx3 in display orientation: decord (like ffmpeg) applies a
+rotation side-data matrix when decoding, so `VideoInfo.width`/`height` are those of decoded frames.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import EncodeSettings
+
+FFMPEG_ENV = "DPT_FFMPEG"
+STANDARD_RATES = tuple(
+    Fraction(rate)
+    for rate in ("24000/1001", "24", "25", "30000/1001", "30", "48000/1001", "48", "50",
+                 "60000/1001", "60", "100", "120000/1001", "120", "15", "12", "20", "10")
+)
+
+
+class MediaError(RuntimeError):
+    """A video could not be probed, decoded, encoded or joined; the message names the file."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the pipeline needs to know about a video file before decoding it.
+
+    Attributes:
+        path: the file probed.
+        width, height: size in pixels of decoded frames (display orientation, rotation applied).
+        frame_rate: exact frames per second as a fraction (Fraction(24000, 1001)).
+        frame_count: number of video frames (packets of the first video stream).
+        duration_s: frame_count / frame_rate in seconds.
+        rotation: counterclockwise display rotation from the stream's side data (0, 90, 180, 270).
+        codec: video codec name ("h264").
+        pix_fmt: source pixel format ("yuv420p", "yuv420p10le").
+        bit_depth: bits per sample of pix_fmt (8, 10, 12, 16).
+        audio_streams, subtitle_streams: how many of each the container holds.
+    """
+
+    path: str
+    width: int
+    height: int
+    frame_rate: Fraction
+    frame_count: int
+    duration_s: float
+    rotation: int
+    codec: str
+    pix_fmt: str
+    bit_depth: int
+    audio_streams: int
+    subtitle_streams: int
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio_streams > 0
+
+    @property
+    def has_subtitles(self) -> bool:
+        return self.subtitle_streams > 0
+
+
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary: $DPT_FFMPEG, else `ffmpeg` on PATH, else imageio-ffmpeg's bundled one."""
+    configured = os.environ.get(FFMPEG_ENV)
+    if configured:
+        if not (Path(configured).is_file() and os.access(configured, os.X_OK)):
+            raise MediaError(f"${FFMPEG_ENV}={configured!r} is not an executable file; fix or unset it")
+        return configured
+    on_path = shutil.which("ffmpeg")
+    if on_path:
+        return on_path
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError) as error:
+        raise MediaError(
+            f"no ffmpeg found: set ${FFMPEG_ENV}, put ffmpeg on PATH or install imageio-ffmpeg ({error})"
+        ) from None
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Describe a video file from one stream-copy pass of ffmpeg (nothing is decoded).
+
+    Raises:
+        MediaError: the file is missing, unreadable or has no video stream.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path}: video file not found")
+    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path),
+               "-map", "0:V:0", "-c", "copy", "-f", "framecrc", "-"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    header = result.stderr.split("\nOutput #0", 1)[0]
+    if result.returncode != 0:
+        raise MediaError(f"{path}: ffmpeg could not read it as a video: {_last_lines(result.stderr)}")
+    stream = _video_stream_block(header)
+    if stream is None:
+        raise MediaError(f"{path}: no video stream found")
+    timebase, packets = _parse_framecrc(result.stdout)
+    if not packets:
+        raise MediaError(f"{path}: the video stream holds no frames")
+    width, height = _stream_size(stream, path)
+    rotation = _stream_rotation(stream)
+    if rotation in (90, 270):
+        width, height = height, width
+    frame_rate = _frame_rate(timebase, packets, _header_rate(stream), path)
+    pix_fmt = _stream_pix_fmt(stream)
+    return VideoInfo(
+        path=str(path),
+        width=width,
+        height=height,
+        frame_rate=frame_rate,
+        frame_count=len(packets),
+        duration_s=float(len(packets) / frame_rate),
+        rotation=rotation,
+        codec=stream.split(": Video: ", 1)[1].split()[0].rstrip(","),
+        pix_fmt=pix_fmt,
+        bit_depth=_bit_depth(pix_fmt),
+        audio_streams=len(re.findall(r"Stream #0:\d+\S*: Audio:", header)),
+        subtitle_streams=len(re.findall(r"Stream #0:\d+\S*: Subtitle:", header)),
+    )
+
+
+def read_frames(path: str | Path, start: int, end: int, width: int = 0, height: int = 0) -> np.ndarray:
+    """Decode frames [start, end) of a video.
+
+    Args:
+        width, height: decode straight to this size (both > 0), or keep the source size (0, 0).
+
+    Returns:
+        TxHxWx3 uint8 RGB frames, T = end - start.
+    """
+    reader = _open_reader(path, width, height)
+    if not 0 <= start <= end <= len(reader):
+        raise MediaError(f"{path}: frames [{start}, {end}) are outside the video's {len(reader)} frames")
+    if start == end:
+        h, w = reader[0].shape[:2] if len(reader) else (height, width)
+        return np.zeros((0, h, w, 3), np.uint8)
+    return _decode(reader, path, list(range(start, end)))
+
+
+def iter_frames(
+    path: str | Path, start: int = 0, end: int | None = None, batch: int = 32, width: int = 0, height: int = 0
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode frames [start, end) in order, batch by batch, without holding the whole range.
+
+    Yields:
+        (index of the batch's first frame, BxHxWx3 uint8 RGB frames).
+    """
+    reader = _open_reader(path, width, height)
+    end = len(reader) if end is None else end
+    if not 0 <= start <= end <= len(reader):
+        raise MediaError(f"{path}: frames [{start}, {end}) are outside the video's {len(reader)} frames")
+    for first in range(start, end, batch):
+        yield first, _decode(reader, path, list(range(first, min(first + batch, end))))
+
+
+class VideoWriter:
+    """Encodes RGB frames fed in batches into one video file through an ffmpeg pipe.
+
+    Use as a context manager; on an exception inside the block the partial file is removed.
+
+        with VideoWriter("clip.mp4", width, height, Fraction(24000, 1001)) as writer:
+            writer.write(frames)  # TxHxWx3 uint8 RGB
+
+    Args:
+        path: output file; the container follows its extension (.mp4, .mkv).
+        width, height: frame size; yuv420p/yuv422p need both even.
+        frame_rate: exact output rate, e.g. VideoInfo.frame_rate.
+        encode: codec, crf, preset and pixel format.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        width: int,
+        height: int,
+        frame_rate: Fraction,
+        encode: EncodeSettings | None = None,
+    ) -> None:
+        encode = encode or EncodeSettings()
+        self.path = Path(path)
+        self.width, self.height = width, height
+        self.frames_written = 0
+        if width <= 0 or height <= 0:
+            raise MediaError(f"{self.path}: frame size {width}x{height} must be positive")
+        if encode.pix_fmt.startswith(("yuv420", "yuv422")) and (width % 2 or height % 2):
+            raise MediaError(
+                f"{self.path}: {width}x{height} frames cannot be encoded as {encode.pix_fmt} (odd size); "
+                "crop or pad to even dimensions, or set encode.pix_fmt=yuv444p"
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        rate = Fraction(frame_rate)
+        command = [
+            ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+            "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:0",
+            "-an", "-c:v", encode.codec, "-crf", str(encode.crf), "-preset", encode.preset,
+            "-pix_fmt", encode.pix_fmt, str(self.path),
+        ]
+        self._stderr = tempfile.TemporaryFile()
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=self._stderr)
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append frames: TxHxWx3 (or one HxWx3) uint8 RGB of the writer's size."""
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.shape[1:] != (self.height, self.width, 3) or frames.dtype != np.uint8:
+            raise MediaError(
+                f"{self.path}: expected uint8 frames shaped Tx{self.height}x{self.width}x3, "
+                f"got {frames.dtype} {frames.shape}"
+            )
+        try:
+            self._process.stdin.write(np.ascontiguousarray(frames).tobytes())
+        except (BrokenPipeError, ValueError):
+            self._process.wait()
+            raise MediaError(f"{self.path}: ffmpeg stopped while encoding: {self._errors()}") from None
+        self.frames_written += len(frames)
+
+    def close(self) -> None:
+        """Finish the file; raises MediaError when ffmpeg failed."""
+        if self._process.stdin and not self._process.stdin.closed:
+            try:
+                self._process.stdin.close()
+            except BrokenPipeError:
+                pass
+        if self._process.wait() != 0:
+            raise MediaError(f"{self.path}: ffmpeg failed to encode: {self._errors()}")
+        self._stderr.close()
+
+    def abort(self) -> None:
+        """Stop ffmpeg and remove the partial file."""
+        self._process.kill()
+        self._process.wait()
+        self._stderr.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        if error_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _errors(self) -> str:
+        self._stderr.seek(0)
+        return _last_lines(self._stderr.read().decode(errors="replace"))
+
+
+def write_video(
+    path: str | Path, frames: np.ndarray, frame_rate: Fraction, encode: EncodeSettings | None = None
+) -> Path:
+    """Encode TxHxWx3 uint8 RGB frames into one file; returns its path."""
+    _, height, width, _ = frames.shape
+    with VideoWriter(path, width, height, frame_rate, encode) as writer:
+        writer.write(frames)
+    return Path(path)
+
+
+def concat_clips(
+    clips: Sequence[str | Path], output: str | Path, streams_from: str | Path | None = None
+) -> Path:
+    """Join clip files end to end without re-encoding, adding the audio and subtitles of a source.
+
+    The clips must share codec, size and frame rate (as VideoWriter makes them with one
+    EncodeSettings); they are joined by stream copy, so every frame is kept exactly once.
+    Audio and subtitle streams of `streams_from` (if it has any) are copied unchanged; an .mkv
+    output holds any subtitle codec, an .mp4 only mov_text.
+
+    Returns:
+        the output path.
+    """
+    output = Path(output)
+    if not clips:
+        raise MediaError(f"{output}: no clips to join")
+    for clip in clips:
+        if not Path(clip).is_file():
+            raise MediaError(f"{output}: clip {clip} does not exist")
+    if streams_from is not None and not Path(streams_from).is_file():
+        raise MediaError(f"{output}: source {streams_from} to copy audio/subtitles from does not exist")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", dir=output.parent, delete=False) as listing:
+        listing.writelines(f"file '{_concat_quote(Path(clip).resolve())}'\n" for clip in clips)
+    command = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+               "-f", "concat", "-safe", "0", "-i", listing.name]
+    if streams_from is not None:
+        command += ["-i", str(streams_from), "-map", "0:v:0", "-map", "1:a?", "-map", "1:s?",
+                    "-map_metadata", "1"]
+    command += ["-c", "copy", str(output)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)
+    finally:
+        Path(listing.name).unlink(missing_ok=True)
+    if result.returncode != 0:
+        output.unlink(missing_ok=True)
+        raise MediaError(f"{output}: ffmpeg could not join {len(clips)} clips: {_last_lines(result.stderr)}")
+    return output
+
+
+def _open_reader(path: str | Path, width: int, height: int):
+    import decord
+
+    if not Path(path).is_file():
+        raise MediaError(f"{path}: video file not found")
+    if (width > 0) != (height > 0):
+        raise MediaError(f"{path}: give both width and height to decode at another size, or neither")
+    try:
+        return decord.VideoReader(str(path), ctx=decord.cpu(0), width=width or -1, height=height or -1)
+    except decord.DECORDError as error:
+        raise MediaError(f"{path}: decord could not open it: {error}") from None
+
+
+def _decode(reader, path: str | Path, indices: list[int]) -> np.ndarray:
+    import decord
+
+    try:
+        return reader.get_batch(indices).asnumpy()
+    except decord.DECORDError as error:
+        raise MediaError(f"{path}: decoding frames {indices[0]}..{indices[-1]} failed: {error}") from None
+
+
+def _video_stream_block(header: str) -> str | None:
+    """The first non-cover-art video stream line of `ffmpeg -i` stderr, with its indented lines."""
+    lines = header.splitlines()
+    for i, line in enumerate(lines):
+        if re.search(r"Stream #0:\d+\S*: Video: ", line) and "(attached pic)" not in line:
+            block = [line]
+            for follow in lines[i + 1:]:
+                if "Stream #" in follow or not follow.startswith("    "):
+                    break
+                block.append(follow)
+            return "\n".join(block)
+    return None
+
+
+def _parse_framecrc(text: str) -> tuple[Fraction, list[tuple[int, int]]]:
+    """(time base, [(pts, duration)] per packet) from ffmpeg's framecrc output."""
+    timebase = Fraction(1, 1)
+    packets = []
+    for line in text.splitlines():
+        if line.startswith("#tb 0:"):
+            timebase = Fraction(line.split(":", 1)[1].strip())
+        elif line and not line.startswith("#"):
+            fields = line.split(",")
+            packets.append((int(fields[2]), int(fields[3])))
+    return timebase, packets
+
+
+def _stream_size(stream: str, path: Path) -> tuple[int, int]:
+    match = re.search(r", (\d+)x(\d+)", stream)
+    if not match:
+        raise MediaError(f"{path}: could not read the frame size from ffmpeg's stream line: {stream}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _stream_rotation(stream: str) -> int:
+    match = re.search(r"display ?matrix: rotation of (-?[\d.]+) degrees", stream, re.IGNORECASE)
+    return int(round(float(match.group(1)))) % 360 if match else 0
+
+
+def _stream_pix_fmt(stream: str) -> str:
+    fields = _top_level_fields(stream.split(": Video: ", 1)[1])
+    return fields[1].split("(")[0].strip() if len(fields) > 1 else "unknown"
+
+
+def _top_level_fields(text: str) -> list[str]:
+    """Split on commas outside parentheses: 'h264 (High), yuv420p(tv, bt709), 64x64' -> 3 fields."""
+    fields, depth, current = [], 0, []
+    for char in text:
+        depth += (char == "(") - (char == ")")
+        if char == "," and depth == 0:
+            fields.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+    fields.append("".join(current).strip())
+    return fields
+
+
+def _bit_depth(pix_fmt: str) -> int:
+    match = re.search(r"p(\d+)(le|be)?$", pix_fmt)
+    return int(match.group(1)) if match else 8
+
+
+def _header_rate(stream: str) -> Fraction | None:
+    for unit in ("fps", "tbr"):
+        match = re.search(rf"([\d.]+)(k?) {unit}", stream)
+        if match:
+            value = float(match.group(1)) * (1000 if match.group(2) else 1)
+            if value > 0:
+                return _snap_rate(value)
+    return None
+
+
+def _frame_rate(
+    timebase: Fraction, packets: list[tuple[int, int]], header: Fraction | None, path: Path
+) -> Fraction:
+    """Exact rate from packet durations when the time base can express it, else the nearest standard."""
+    durations = [duration for _, duration in packets if duration > 0]
+    span_rate = None
+    if len(packets) > 1:
+        pts = [p for p, _ in packets]
+        span = (max(pts) - min(pts)) * timebase
+        span_rate = (len(packets) - 1) / span if span > 0 else None
+    estimate = span_rate or header
+    if durations:
+        exact = 1 / (Counter(durations).most_common(1)[0][0] * timebase)
+        if estimate is None or abs(exact / estimate - 1) < 0.002:
+            return exact
+    if estimate is None:
+        raise MediaError(f"{path}: could not determine the frame rate")
+    return _snap_rate(float(estimate))
+
+
+def _snap_rate(rate: float) -> Fraction:
+    for standard in STANDARD_RATES:
+        if abs(rate / standard - 1) < 0.001:
+            return standard
+    return Fraction(rate).limit_denominator(1001)
+
+
+def _concat_quote(path: Path) -> str:
+    return str(path).replace("'", "'\\''")
+
+
+def _last_lines(text: str, count: int = 5) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-count:]) or "(no message)"

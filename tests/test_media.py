@@ -1,0 +1,170 @@
+"""Probe, decode, encode and join videos with the real ffmpeg and decord."""
+from __future__ import annotations
+
+import os
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from video_support import make_video
+
+from pipeline.config import EncodeSettings
+from pipeline.media import (
+    MediaError,
+    VideoWriter,
+    concat_clips,
+    ffmpeg_exe,
+    iter_frames,
+    probe,
+    read_frames,
+    write_video,
+)
+
+NTSC_FILM = Fraction(24000, 1001)
+FAST = EncodeSettings(preset="ultrafast", crf=12)
+
+
+@pytest.fixture(scope="module")
+def film(tmp_path_factory) -> Path:
+    """40 frames of testsrc at 24000/1001 fps with a sine soundtrack and two subtitles."""
+    return make_video(tmp_path_factory.mktemp("media") / "film.mkv", 40, audio=True, subtitles=True)
+
+
+def ffmpeg_decode(path: Path, width: int, height: int) -> np.ndarray:
+    """TxHxWx3 RGB frames as the ffmpeg command line decodes them (rotation applied)."""
+    command = [ffmpeg_exe(), "-loglevel", "error", "-i", str(path)]
+    command += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    raw = subprocess.run(command, capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def test_ffmpeg_exe_honours_the_environment(monkeypatch, tmp_path):
+    found = ffmpeg_exe()
+    assert os.access(found, os.X_OK)
+    monkeypatch.setenv("DPT_FFMPEG", found)
+    assert ffmpeg_exe() == found
+    monkeypatch.setenv("DPT_FFMPEG", str(tmp_path / "no-ffmpeg"))
+    with pytest.raises(MediaError, match="DPT_FFMPEG"):
+        ffmpeg_exe()
+
+
+def test_probe_reads_exact_rate_count_and_streams(film):
+    info = probe(film)
+    assert info.frame_rate == NTSC_FILM
+    assert info.frame_count == 40
+    assert (info.width, info.height) == (64, 48)
+    assert info.duration_s == pytest.approx(40 * 1001 / 24000)
+    assert info.codec == "h264" and info.pix_fmt == "yuv420p" and info.bit_depth == 8
+    assert info.has_audio and info.has_subtitles
+    assert info.rotation == 0
+
+
+def test_probe_mp4_at_integer_rate_without_audio(tmp_path):
+    info = probe(make_video(tmp_path / "plain.mp4", 25, rate="25"))
+    assert info.frame_rate == Fraction(25) and info.frame_count == 25
+    assert not info.has_audio and not info.has_subtitles
+
+
+@pytest.mark.parametrize("rotation", [90, 270])
+def test_rotated_video_decodes_upright_like_ffmpeg(tmp_path, rotation):
+    # (decord 0.6 mis-sizes rotated frames narrower than about 64 px, so this uses 128x96)
+    path = make_video(tmp_path / "portrait.mp4", 3, size="128x96", rotation=rotation)
+    info = probe(path)
+    assert info.rotation == rotation
+    assert (info.width, info.height) == (96, 128)
+    frames = read_frames(path, 0, 3)
+    assert frames.shape == (3, 128, 96, 3)
+    np.testing.assert_array_equal(frames, ffmpeg_decode(path, 96, 128))
+
+
+def test_probe_reads_bit_depth(tmp_path):
+    info = probe(make_video(tmp_path / "deep.mkv", 4, pix_fmt="yuv420p10le"))
+    assert info.pix_fmt == "yuv420p10le" and info.bit_depth == 10
+
+
+def test_probe_real_footage(shared_dir):
+    clips = sorted((shared_dir / "footage").glob("*.mp4"))
+    if not clips:
+        pytest.skip(f"no footage in {shared_dir / 'footage'}")
+    info = probe(clips[0])
+    assert (info.width, info.height, info.frame_rate) == (512, 512, Fraction(20))
+    assert info.frame_count == len(read_frames(clips[0], 0, info.frame_count))
+
+
+def test_probe_errors_name_the_file(tmp_path):
+    with pytest.raises(MediaError, match=r"missing\.mp4: video file not found"):
+        probe(tmp_path / "missing.mp4")
+    junk = tmp_path / "junk.mp4"
+    junk.write_text("not a video")
+    with pytest.raises(MediaError, match=r"junk\.mp4"):
+        probe(junk)
+
+
+def test_read_frames_matches_batched_iteration(film):
+    whole = read_frames(film, 0, 40)
+    assert whole.shape == (40, 48, 64, 3) and whole.dtype == np.uint8
+    batches = list(iter_frames(film, start=5, end=33, batch=8))
+    assert [first for first, _ in batches] == [5, 13, 21, 29]
+    np.testing.assert_array_equal(np.concatenate([b for _, b in batches]), whole[5:33])
+    np.testing.assert_array_equal(read_frames(film, 10, 12), whole[10:12])
+    assert read_frames(film, 0, 40, width=32, height=24).shape == (40, 24, 32, 3)
+
+
+def test_read_frames_outside_the_video(film):
+    with pytest.raises(MediaError, match=r"film\.mkv: frames \[30, 41\) are outside the video's 40 frames"):
+        read_frames(film, 30, 41)
+
+
+def test_writer_encodes_batches_at_the_exact_rate(film, tmp_path):
+    frames = read_frames(film, 0, 40)
+    out = tmp_path / "encoded.mp4"
+    with VideoWriter(out, 64, 48, NTSC_FILM, FAST) as writer:
+        for first in range(0, 40, 16):
+            writer.write(frames[first:first + 16])
+    assert writer.frames_written == 40
+    info = probe(out)
+    assert (info.frame_count, info.frame_rate, info.width, info.height) == (40, NTSC_FILM, 64, 48)
+    assert psnr(read_frames(out, 0, 40), frames) > 30
+
+
+def test_writer_refuses_bad_input_and_cleans_up(tmp_path):
+    with pytest.raises(MediaError, match=r"odd\.mp4: 63x48 frames cannot be encoded as yuv420p"):
+        VideoWriter(tmp_path / "odd.mp4", 63, 48, NTSC_FILM)
+    out = tmp_path / "partial.mp4"
+    with pytest.raises(MediaError, match=r"expected uint8 frames shaped Tx48x64x3"):
+        with VideoWriter(out, 64, 48, NTSC_FILM, FAST) as writer:
+            writer.write(np.zeros((2, 48, 64, 3), np.uint8))
+            writer.write(np.zeros((2, 48, 60, 3), np.uint8))
+    assert not out.exists()
+
+
+def test_concat_is_frame_exact_and_keeps_audio_and_subtitles(film, tmp_path):
+    frames = read_frames(film, 0, 40)
+    cuts = [0, 7, 23, 40]
+    clips = [
+        write_video(tmp_path / f"clip{i}.mp4", frames[start:end], NTSC_FILM, FAST)
+        for i, (start, end) in enumerate(zip(cuts, cuts[1:], strict=False))
+    ]
+    out = concat_clips(clips, tmp_path / "joined.mkv", streams_from=film)
+
+    info = probe(out)
+    assert info.frame_count == 40
+    assert info.frame_rate == NTSC_FILM
+    assert info.has_audio and info.has_subtitles
+    expected = np.concatenate([read_frames(clip, 0, probe(clip).frame_count) for clip in clips])
+    np.testing.assert_array_equal(read_frames(out, 0, 40), expected)
+
+
+def test_concat_without_a_source_and_missing_clips(film, tmp_path):
+    clip = write_video(tmp_path / "only.mp4", read_frames(film, 0, 5), NTSC_FILM, FAST)
+    info = probe(concat_clips([clip, clip], tmp_path / "twice.mp4"))
+    assert info.frame_count == 10 and not info.has_audio
+    with pytest.raises(MediaError, match=r"twice2\.mp4: clip .*gone\.mp4 does not exist"):
+        concat_clips([clip, tmp_path / "gone.mp4"], tmp_path / "twice2.mp4")
