@@ -20,22 +20,24 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from pipeline.faces.settings import FaceSettings
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 MODEL_NAMES = ("official", "tiny")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 DEVICES = ("auto", "cpu", "cuda")
-DETECTOR_NAMES = ("retinaface_resnet50", "retinaface_mobile0.25")
-SMOOTHING_METHODS = ("savgol", "gaussian", "none")
 SCENE_DETECTORS = ("content", "adaptive")
 CODECS = ("libx264", "libx265")
 X264_PRESETS = (
@@ -82,34 +84,6 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
-class FacesSettings:
-    """How faces are found, followed and filtered in a clip.
-
-    The fields mirror pipeline.faces.FaceSettings one for one (a test keeps them in step);
-    see that class for what each means. `to_face_settings()` builds it.
-    """
-
-    detector: str = _choice("retinaface_resnet50", DETECTOR_NAMES)
-    detector_weights: str | None = None
-    detect_max_side: int = _at_least(640, 0)
-    detect_batch_size: int = _at_least(8, 1)
-    score_threshold: float = _between(0.8, 0.0, 1.0)
-    nms_threshold: float = _between(0.4, 0.0, 1.0)
-    detect_every: int = _at_least(1, 1)
-    max_gap: int = _at_least(5, 0)
-    match_gate: float = _at_least(1.0, 0.0)
-    min_track_len: int = _at_least(5, 1)
-    min_eye_dist: float = _at_least(10.0, 0.0)
-    smoothing: str = _choice("savgol", SMOOTHING_METHODS)
-    smoothing_window: int = _at_least(9, 1)
-
-    def to_face_settings(self):  # -> pipeline.faces.FaceSettings (imported late: it pulls in torch)
-        from pipeline.faces import FaceSettings
-
-        return FaceSettings(**dataclasses.asdict(self))
-
-
-@dataclass(frozen=True)
 class ScenesSettings:
     """How a video is cut into scene clips.
 
@@ -148,10 +122,15 @@ class EncodeSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    """All settings of a run, one section per part of the pipeline."""
+    """All settings of a run, one section per part of the pipeline.
+
+    The faces section is pipeline.faces.FaceSettings itself (its docstring says what each key means),
+    so the config file and the face code share one definition; it is imported on first use because
+    it pulls in torch.
+    """
 
     model: ModelSettings = field(default_factory=ModelSettings)
-    faces: FacesSettings = field(default_factory=FacesSettings)
+    faces: FaceSettings = field(default_factory=lambda: _face_settings_class()())
     scenes: ScenesSettings = field(default_factory=ScenesSettings)
     encode: EncodeSettings = field(default_factory=EncodeSettings)
 
@@ -243,8 +222,24 @@ def _read_yaml_entries(path: Path) -> list[tuple[str, str, Any]]:
     return entries
 
 
+def section_classes() -> dict[str, type]:
+    """Section name -> the dataclass that holds it, in the order of Settings."""
+    return {
+        "model": ModelSettings,
+        "faces": _face_settings_class(),
+        "scenes": ScenesSettings,
+        "encode": EncodeSettings,
+    }
+
+
+def _face_settings_class() -> type[FaceSettings]:
+    from pipeline.faces.settings import FaceSettings
+
+    return FaceSettings
+
+
 def _build_settings(tree: dict[str, dict[str, tuple[Any, str]]]) -> Settings:
-    section_types = _field_types(Settings)
+    section_types = section_classes()
     sections = {}
     for section, entries in tree.items():
         if section not in section_types:
@@ -259,7 +254,7 @@ def _build_settings(tree: dict[str, dict[str, tuple[Any, str]]]) -> Settings:
 
 def _build_section(section: str, cls: type, entries: dict[str, tuple[Any, str]]) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
-    hints = _field_types(cls)
+    hints = typing.get_type_hints(cls)
     values = {}
     for key, (value, source) in entries.items():
         name = f"{section}.{key}"
@@ -268,7 +263,15 @@ def _build_section(section: str, cls: type, entries: dict[str, tuple[Any, str]])
             hint = f"; did you mean {section}.{close}?" if close else ""
             raise ConfigError(f"{source}: {name}: unknown setting{hint} (known: {', '.join(known)})")
         values[key] = _check_value(name, source, value, hints[key], known[key].metadata)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as error:  # the section's own range checks (FaceSettings.__post_init__)
+        named = re.match(rf"{section}\.(\w+)", str(error))
+        if named and named.group(1) in entries:
+            source = entries[named.group(1)][1]
+        else:
+            source = " / ".join(sorted({source for _, source in entries.values()}))
+        raise ConfigError(f"{source}: {error}") from None
 
 
 def _check_value(name: str, source: str, value: Any, hint: Any, metadata: Mapping[str, Any]) -> Any:
@@ -292,10 +295,6 @@ def _check_value(name: str, source: str, value: Any, hint: Any, metadata: Mappin
     if "max" in metadata and value > metadata["max"]:
         raise ConfigError(f"{source}: {name}: {value!r} is above the maximum {metadata['max']}")
     return value
-
-
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
 
 
 def _allowed_types(hint: Any) -> tuple[type, ...]:

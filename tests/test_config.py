@@ -8,7 +8,6 @@ import pytest
 
 from pipeline.config import (
     ConfigError,
-    FacesSettings,
     Settings,
     check_local_files,
     load_settings,
@@ -47,7 +46,7 @@ def test_file_values_then_overrides_win(tmp_path):
     assert settings.encode.crf == 20
     assert settings.model.weights == "synthetic:7"
     assert settings.scenes.threshold == 30.0 and isinstance(settings.scenes.threshold, float)
-    assert settings.faces.detector == FacesSettings().detector  # untouched keys keep their default
+    assert settings.faces.detector == Settings().faces.detector  # untouched keys keep their default
 
 
 def test_override_null_clears_a_path():
@@ -75,7 +74,8 @@ def test_misspelled_section(tmp_path):
         ("model.name=tin", r"--set: model.name: 'tin' is not one of official, tiny; did you mean 'tiny'\?"),
         ("model.precision=fp8", r"model.precision: 'fp8' is not one of"),
         ("faces.max_gap=1.5", r"faces.max_gap: expected int, got 1.5"),
-        ("faces.max_gap=-1", r"faces.max_gap: -1 is below the minimum 0"),
+        ("faces.max_gap=-1", r"--set: faces.max_gap=-1: set it >= 0"),
+        ("model.batch_windows=0", r"--set: model.batch_windows: 0 is below the minimum 1"),
         ("encode.crf=true", r"encode.crf: expected int, got True"),
         ("encode.crf=60", r"encode.crf: 60 is above the maximum 51"),
         ("faces.detector=null", r"faces.detector: must be set"),
@@ -108,15 +108,19 @@ def test_empty_file_keeps_defaults(tmp_path):
     assert load_settings(write_config(tmp_path, "")) == Settings()
 
 
-def test_faces_section_mirrors_face_settings():
-    """The config's faces section and pipeline.faces.FaceSettings must not drift apart."""
+def test_faces_section_is_the_face_code_s_own_settings(tmp_path):
+    """One definition: the faces section is pipeline.faces.FaceSettings, with its own range checks."""
     from pipeline.faces import FaceSettings
 
-    config_fields = {f.name: f.default for f in dataclasses.fields(FacesSettings)}
-    face_fields = {f.name: f.default for f in dataclasses.fields(FaceSettings)}
-    assert config_fields == face_fields
-    smoke = load_settings(named_config("smoke")).faces.to_face_settings()
-    assert isinstance(smoke, FaceSettings) and smoke.detector == "retinaface_mobile0.25"
+    smoke = load_settings(named_config("smoke"))
+    assert isinstance(smoke.faces, FaceSettings) and smoke.faces.detector == "retinaface_mobile0.25"
+    assert set(load_settings().to_dict()["faces"]) == {f.name for f in dataclasses.fields(FaceSettings)}
+
+    path = write_config(tmp_path, "faces:\n  detect_every: 2\n")
+    with pytest.raises(ConfigError, match=r"^--set: faces.score_threshold=1.5"):
+        load_settings(path, ["faces.score_threshold=1.5"])
+    with pytest.raises(ConfigError, match=rf"^{path}: faces.detector='yolo'"):
+        load_settings(write_config(tmp_path, "faces:\n  detector: yolo\n"))
 
 
 def test_check_local_files(tmp_path, monkeypatch):
