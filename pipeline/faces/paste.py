@@ -1,0 +1,123 @@
+"""Paste-back: restored aligned crops composited into their frame through feathered masks."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class PastedFace:
+    """A restored crop and where it goes.
+
+    Attributes:
+        crop: SxSx3 uint8 restored face, in the aligned (template) frame.
+        affine: 2x3 frame -> crop affine the crop was aligned with.
+        face_mask: optional SxS float32 in [0, 1] in crop space (a face-parsing mask) that limits the
+            paste to the face itself; None pastes the whole feathered square. No parsing model is
+            wired in yet: this is the hook for one.
+    """
+
+    crop: np.ndarray
+    affine: np.ndarray
+    face_mask: np.ndarray | None = None
+
+
+def paste_faces(frame: np.ndarray, faces: Sequence[PastedFace]) -> np.ndarray:
+    """Composite restored faces into a copy of a frame, later faces over earlier ones.
+
+    Pixels outside every face's feathered mask keep their source values bit for bit.
+
+    Arguments:
+        frame: HxWx3 uint8 source frame.
+        faces: the restored faces of this frame.
+    Returns:
+        HxWx3 uint8 frame with the faces pasted.
+    """
+    result = frame.copy()
+    for face in faces:
+        paste_face_into(result, face)
+    return result
+
+
+def paste_face_into(frame: np.ndarray, face: PastedFace) -> None:
+    """Blend one restored face into `frame` in place, writing only where its mask is above zero."""
+    placement = _placement(face, frame.shape[:2])
+    if placement is None:
+        return
+    (x0, y0, x1, y1), to_region = placement
+    size = (x1 - x0, y1 - y0)
+    warped_face = cv2.warpAffine(
+        face.crop, to_region, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    mask = feathered_mask(face, to_region, size)
+    inside = mask > 0
+    weight = mask[inside][:, None]
+    source = frame[y0:y1, x0:x1]
+    blended = weight * warped_face[inside] + (1.0 - weight) * source[inside]
+    source[inside] = np.clip(np.rint(blended), 0, 255).astype(frame.dtype)
+
+
+def paste_mask(face: PastedFace, frame_shape: tuple[int, int]) -> np.ndarray:
+    """HxW float32 blending weight of one face over a whole frame (exactly 0 where it is not pasted)."""
+    mask = np.zeros(frame_shape, np.float32)
+    placement = _placement(face, frame_shape)
+    if placement is not None:
+        (x0, y0, x1, y1), to_region = placement
+        mask[y0:y1, x0:x1] = feathered_mask(face, to_region, (x1 - x0, y1 - y0))
+    return mask
+
+
+def _placement(
+    face: PastedFace, frame_shape: tuple[int, int]
+) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+    """The frame region a face lands on and the 2x3 crop -> region affine, or None if off-frame."""
+    region = paste_region(face.affine, face.crop.shape[0], frame_shape)
+    if region is None:
+        return None
+    to_region = cv2.invertAffineTransform(face.affine)
+    to_region[:, 2] -= region[:2]
+    return region, to_region
+
+
+def paste_region(
+    affine: np.ndarray, face_size: int, frame_shape: tuple[int, int]
+) -> tuple[int, int, int, int] | None:
+    """x0, y0, x1, y1 of the frame area a crop lands on (with a pixel of margin), or None if off-frame."""
+    corners = np.array([[0, 0], [face_size, 0], [0, face_size], [face_size, face_size]], dtype=np.float64)
+    inverse = cv2.invertAffineTransform(affine)
+    landed = corners @ inverse[:, :2].T + inverse[:, 2]
+    height, width = frame_shape
+    x0, y0 = np.maximum(np.floor(landed.min(axis=0)).astype(int) - 1, 0)
+    x1 = min(int(np.ceil(landed[:, 0].max())) + 2, width)
+    y1 = min(int(np.ceil(landed[:, 1].max())) + 2, height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return int(x0), int(y0), x1, y1
+
+
+def feathered_mask(face: PastedFace, to_region: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """HxW float32 mask in [0, 1]: the crop's square (or face_mask), eroded and blurred.
+
+    The erosion and blur scale with the face's size in the frame (a twentieth of the crop's side
+    there), so the seam is equally soft on small and large faces; the erosion radius equals the
+    blur radius so the blurred mask is exactly 0 beyond the crop's footprint.
+    """
+    face_size = face.crop.shape[0]
+    square = np.ones((face_size, face_size), np.float32)
+    if face.face_mask is not None:
+        square = square * np.clip(face.face_mask.astype(np.float32), 0.0, 1.0)
+    mask = cv2.warpAffine(square, to_region, size, flags=cv2.INTER_LINEAR, borderValue=0.0)
+    # The outermost pixel ring mixes face and border in the bilinear warp: never paste it.
+    mask = cv2.erode(mask, np.ones((3, 3), np.uint8))
+    edge = max(1, int(face_size * crop_scale_in_frame(face.affine)) // 20)
+    mask = cv2.erode(mask, np.ones((2 * edge + 1, 2 * edge + 1), np.uint8))
+    blurred = cv2.GaussianBlur(mask, (2 * edge + 1, 2 * edge + 1), 0)
+    return np.clip(blurred, 0.0, 1.0)
+
+
+def crop_scale_in_frame(affine: np.ndarray) -> float:
+    """How many frame pixels one crop pixel spans (the inverse of the affine's uniform scale)."""
+    return 1.0 / float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))

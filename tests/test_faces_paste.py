@@ -1,0 +1,95 @@
+"""Paste-back: identity restorations return the frame, pixels outside the masks never change."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from faces_support import footage_paths, mobile_detector, mobile_settings, read_clip
+
+from pipeline.faces import PastedFace, align_track, paste_faces, track_faces
+from pipeline.faces.paste import paste_mask
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+@pytest.fixture(scope="module")
+def two_faces_in_a_wide_frame(shared_dir):
+    """A 1280x720 frame with two footage faces shrunk side by side, and its tracks and crops."""
+    paths = footage_paths(shared_dir)
+    canvas = np.full((1, 720, 1280, 3), 30, np.uint8)
+    for path, (x, y, size) in zip(paths[:2], [(120, 100, 320), (800, 300, 360)], strict=True):
+        face = read_clip(path, max_frames=1)[0]
+        canvas[0, y : y + size, x : x + size] = cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA)
+    tracks = track_faces(canvas, mobile_detector(shared_dir), mobile_settings(shared_dir, min_track_len=1))
+    assert len(tracks) == 2
+    faces = []
+    for track in tracks:
+        aligned = align_track(canvas, track)
+        faces.append(PastedFace(aligned.crops[0], aligned.affines[0]))
+    return canvas[0], tracks, faces
+
+
+def test_identity_restoration_round_trips_inside_and_is_bit_exact_outside(two_faces_in_a_wide_frame):
+    frame, tracks, faces = two_faces_in_a_wide_frame
+    pasted = paste_faces(frame, faces)
+    for track in tracks:
+        x0, y0, x1, y1 = np.round(track.boxes[0]).astype(int)
+        psnr = _psnr(pasted[y0:y1, x0:x1], frame[y0:y1, x0:x1])
+        print(f"\ntrack {track.track_id}: {psnr:.1f} dB inside its box")
+        assert psnr >= 45
+    outside = np.all([paste_mask(face, frame.shape[:2]) == 0 for face in faces], axis=0)
+    assert outside.mean() > 0.5
+    np.testing.assert_array_equal(pasted[outside], frame[outside])
+
+
+def test_restored_faces_replace_the_source_inside_their_masks(two_faces_in_a_wide_frame):
+    frame, _, faces = two_faces_in_a_wide_frame
+    white_faces = [PastedFace(np.full_like(face.crop, 255), face.affine) for face in faces]
+    pasted = paste_faces(frame, white_faces)
+    for face in white_faces:
+        mask = paste_mask(face, frame.shape[:2])
+        fully_restored = mask > 0.999
+        assert (pasted[fully_restored] == 255).all()
+        assert fully_restored.sum() > 0.5 * (mask > 0).sum()
+    outside = np.all([paste_mask(face, frame.shape[:2]) == 0 for face in white_faces], axis=0)
+    np.testing.assert_array_equal(pasted[outside], frame[outside])
+
+
+def test_the_feathered_edge_scales_with_the_face(two_faces_in_a_wide_frame):
+    frame, _, faces = two_faces_in_a_wide_frame
+    face = faces[0]
+    half_frame_shape = (frame.shape[0] // 2, frame.shape[1] // 2)
+    half_size_face = PastedFace(face.crop, face.affine @ np.diag([2.0, 2.0, 1.0]))
+
+    def feathered_area(face: PastedFace, frame_shape: tuple[int, int]) -> int:
+        mask = paste_mask(face, frame_shape)
+        return int(((mask > 0) & (mask < 0.999)).sum())
+
+    area_ratio = feathered_area(face, frame.shape[:2]) / feathered_area(half_size_face, half_frame_shape)
+    assert area_ratio == pytest.approx(4, rel=0.25)
+
+
+def test_a_face_leaving_the_frame_is_pasted_up_to_the_edge(two_faces_in_a_wide_frame):
+    frame, _, faces = two_faces_in_a_wide_frame
+    shifted = faces[0].affine.copy()
+    shifted[:, 2] += shifted[:, :2] @ np.array([250.0, 0.0])  # the crop's footprint moves 250 px left
+    face = PastedFace(np.full_like(faces[0].crop, 255), shifted)
+    pasted = paste_faces(frame, [face])
+    mask = paste_mask(face, frame.shape[:2])
+    assert mask[:, 0].max() > 0.999
+    np.testing.assert_array_equal(pasted[mask == 0], frame[mask == 0])
+
+
+def test_frames_without_faces_are_left_untouched(shared_dir):
+    rng = np.random.default_rng(1)
+    gray = np.full((4, 240, 320, 3), 90, np.uint8)
+    frames = np.concatenate([gray, rng.integers(0, 256, (4, 240, 320, 3), np.uint8)])
+    tracks = track_faces(frames, mobile_detector(shared_dir), mobile_settings(shared_dir))
+    assert tracks == []
+    for frame in frames:
+        pasted = paste_faces(frame, [])
+        assert pasted is not frame
+        np.testing.assert_array_equal(pasted, frame)
