@@ -1,6 +1,9 @@
 """dpt-batch command line: a thin layer over functions a Python user can call too."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
 
@@ -8,6 +11,164 @@ import click
 @click.version_option(package_name="dpt-batch")
 def main() -> None:
     """Restore faces in video archives with DP-TempCoh."""
+
+
+def settings_options(command):
+    """--config FILE and --set KEY=VALUE, shared by every command that reads settings."""
+    command = click.option(
+        "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+        help="Override one setting, e.g. --set faces.detect_every=2 (repeatable; value parsed as YAML).",
+    )(command)
+    return click.option(
+        "--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help="YAML settings file (configs/default.yaml when omitted; configs/smoke.yaml for a quick run).",
+    )(command)
+
+
+def load_cli_settings(config: Path | None, overrides: tuple[str, ...]):
+    """Settings from --config/--set, validated; a bad setting becomes a usage error naming it."""
+    from pipeline.config import ConfigError, check_local_files, load_settings
+
+    try:
+        settings = load_settings(config, overrides)
+        check_local_files(settings)
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from None
+    return settings
+
+
+@main.command("faces")
+@click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for tracks.parquet and preview.mp4 (created if missing).",
+)
+@settings_options
+@click.option("--no-preview", is_flag=True, help="Write tracks.parquet only, no preview.mp4.")
+def faces(
+    video: Path, out_dir: Path, config: Path | None, overrides: tuple[str, ...], no_preview: bool
+) -> None:
+    """Find, track and preview the faces of one VIDEO (scene split + detection + tracking).
+
+    Writes OUT/tracks.parquet (one row per track and frame: clip, track_id, frame, box, score,
+    raw and smoothed landmarks) and OUT/preview.mp4 with boxes and track ids drawn.
+    """
+    from pipeline.config import ConfigError
+    from pipeline.faces import DetectorWeightsError
+    from pipeline.faces_report import write_faces_report
+    from pipeline.media import MediaError, probe
+
+    settings = load_cli_settings(config, overrides)
+    try:
+        info = probe(video)
+        with _StageBars(info.frame_count) as bars:
+            report = write_faces_report(
+                video, out_dir, settings, preview=not no_preview, info=info, progress=bars.advance
+            )
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from None
+    except (MediaError, DetectorWeightsError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(
+        f"{video}: {len(report.clips)} clips, {report.tracks} face tracks "
+        f"({report.restorable_tracks} to restore) -> {report.tracks_path}"
+        + (f", {report.preview_path}" if report.preview_path else ""),
+        err=True,
+    )
+
+
+class _StageBars:
+    """One click progress bar per stage ("scenes", "faces"), on stderr, each `total` frames long."""
+
+    LABELS = {"scenes": "finding cuts   ", "faces": "tracking faces "}
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.stage: str | None = None
+        self.bar = None
+
+    def advance(self, stage: str, frames: int) -> None:
+        if stage != self.stage:
+            self._close()
+            self.stage = stage
+            label = self.LABELS.get(stage, stage)
+            self.bar = click.progressbar(length=self.total, label=label, file=sys.stderr, show_pos=True)
+            self.bar.__enter__()
+        self.bar.update(frames)
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+    def __enter__(self) -> _StageBars:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._close()
+
+
+@main.group()
+def weights() -> None:
+    """The network's weights: download, verify, and where a run takes them from."""
+
+
+@weights.command("download")
+@click.option(
+    "--to", "destination", default=None, metavar="DIR_OR_URL",
+    help="Put net_g_v1.pth (and a .sha256 sidecar) in this folder or fsspec URL (s3://bucket/weights/) "
+    "instead of the cache ($DPT_CACHE_DIR, default ~/.cache/dpt-batch).",
+)
+def weights_download(destination: str | None) -> None:
+    """Download the official checkpoint net_g_v1.pth from the Hugging Face hub (xcc98/DP-TempCoh)."""
+    from model.weights import WeightsError, download_official, publish_weights
+
+    local_folder = destination is not None and "://" not in destination
+    try:
+        resolved = download_official(cache_dir=destination if local_folder else None)
+        target = str(resolved.path)
+        if destination is not None and not local_folder:
+            target = publish_weights(resolved.path, destination)
+    except WeightsError as error:
+        raise click.ClickException(str(error)) from None
+    state = "already present" if resolved.source == "cache" else "downloaded"
+    click.echo(f"{target} ({state})\nsha256 {resolved.identity}")
+
+
+@weights.command("verify")
+@click.argument("file", metavar="FILE_OR_URL")
+@click.option("--model", "model_name", default="official", show_default=True, help="official or tiny.")
+def weights_verify(file: str, model_name: str) -> None:
+    """Check that FILE_OR_URL loads strictly into the network: every name and shape, nothing else.
+
+    Prints its sha256, parameter and tensor counts and OK; exits 1 listing missing and unexpected
+    tensor names when it does not fit.
+    """
+    from model.weights import WeightsError, resolve_weights, verify_weights
+
+    try:
+        resolved = resolve_weights(file)
+        if resolved.path is None:
+            raise click.UsageError(f"{file} names synthetic weights: there is no file to verify")
+        report = verify_weights(resolved.path, model_name=model_name)
+    except (WeightsError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{report.path}\nsha256 {report.sha256}")
+    click.echo(f"{report.parameters:,} parameters in {report.tensors} tensors fit the {report.model} network")
+    click.echo("OK")
+
+
+@weights.command("path")
+@settings_options
+def weights_path(config: Path | None, overrides: tuple[str, ...]) -> None:
+    """Print where a run with these settings takes its weights from (model.weights), fetching nothing."""
+    from model.weights import WeightsError, describe_resolution
+
+    settings = load_cli_settings(config, overrides)
+    try:
+        click.echo(describe_resolution(settings.model.weights))
+    except WeightsError as error:
+        raise click.ClickException(str(error)) from None
 
 
 if __name__ == "__main__":
