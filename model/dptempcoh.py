@@ -3,6 +3,7 @@
 encoder (per frame) -> spatio-temporal token transformer -> codebook lookup -> motion-statistics
 quantization and modulation -> codebook cross-attention -> temporal generator.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

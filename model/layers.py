@@ -2,6 +2,7 @@
 
 Every module here works on a batch of independent images `Nx C x H x W`; nothing mixes frames.
 """
+
 from __future__ import annotations
 
 import torch

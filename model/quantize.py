@@ -1,4 +1,5 @@
 """Codebook lookup, and quantization of motion statistics with the modulation they drive."""
+
 from __future__ import annotations
 
 import torch
@@ -11,6 +12,7 @@ class Codebook(nn.Module):
     def __init__(self, size: int, dim: int) -> None:
         super().__init__()
         self.embedding = nn.Embedding(size, dim)
+        nn.init.uniform_(self.embedding.weight, -1.0 / size, 1.0 / size)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """indices: any shape of ints -> that shape x dim."""
@@ -23,9 +25,7 @@ class Codebook(nn.Module):
         near-ties resolve the same way.
         """
         table = self.embedding.weight
-        distances = (
-            (vectors**2).sum(dim=1, keepdim=True) + (table**2).sum(dim=1) - 2 * vectors @ table.t()
-        )
+        distances = (vectors**2).sum(dim=1, keepdim=True) + (table**2).sum(dim=1) - 2 * vectors @ table.t()
         return distances.argmin(dim=1)
 
 
@@ -44,6 +44,8 @@ class MotionQuantizer(Codebook):
 
     def __init__(self, size: int, frames: int) -> None:
         super().__init__(size, 2 * frames)
+        with torch.no_grad():  # untrained entries still describe valid (positive) variances
+            self.embedding.weight[:, 1::2].abs_()
 
     def quantize(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """features: B x F x C x h x w -> (indices B x h x w, statistics B x F x 2 x h x w)."""

@@ -1,4 +1,5 @@
 """Named configurations of DP-TempCoh and the builder that constructs them."""
+
 from __future__ import annotations
 
 from model.dptempcoh import DPTempCoh, DPTempCohConfig

@@ -6,6 +6,7 @@ whose temporal parts were built from the video blocks of Stable Video Diffusion 
 TemporalResnetBlock, TransformerSpatioTemporalModel); this is our own implementation of the same
 functions with video frames only (no image-only samples).
 """
+
 from __future__ import annotations
 
 import math

@@ -2,6 +2,7 @@
 
 Tokens are batch-first, `B x L x C`, with `L = F*h*w` ordered frame-major then row-major.
 """
+
 from __future__ import annotations
 
 import torch
