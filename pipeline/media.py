@@ -26,6 +26,7 @@ import numpy as np
 from pipeline.config import EncodeSettings
 
 FFMPEG_ENV = "DPT_FFMPEG"
+MP4_SUFFIXES = (".mp4", ".m4v", ".mov")
 STANDARD_RATES = tuple(
     Fraction(rate)
     for rate in ("24000/1001", "24", "25", "30000/1001", "30", "48000/1001", "48", "50",
@@ -285,8 +286,9 @@ def concat_clips(
 
     The clips must share codec, size and frame rate (as VideoWriter makes them with one
     EncodeSettings); they are joined by stream copy, so every frame is kept exactly once.
-    Audio and subtitle streams of `streams_from` (if it has any) are copied unchanged; an .mkv
-    output holds any subtitle codec, an .mp4 only mov_text.
+    Audio and subtitle streams of `streams_from` (if it has any) are copied unchanged, except that
+    text subtitles become mov_text in an .mp4/.mov (the only kind MP4 holds); bitmap subtitles
+    (DVD, PGS) need an .mkv output.
 
     Returns:
         the output path.
@@ -307,7 +309,10 @@ def concat_clips(
     if streams_from is not None:
         command += ["-i", str(streams_from), "-map", "0:v:0", "-map", "1:a?", "-map", "1:s?",
                     "-map_metadata", "1"]
-    command += ["-c", "copy", str(output)]
+    command += ["-c", "copy"]
+    if streams_from is not None and output.suffix.lower() in MP4_SUFFIXES:
+        command += ["-c:s", "mov_text"]  # MP4 holds only mov_text; text subtitles (srt, ass) convert
+    command.append(str(output))
     try:
         result = subprocess.run(command, capture_output=True, text=True)
     finally:

@@ -162,6 +162,12 @@ def test_concat_is_frame_exact_and_keeps_audio_and_subtitles(film, tmp_path):
     np.testing.assert_array_equal(read_frames(out, 0, 40), expected)
 
 
+def test_concat_into_mp4_converts_text_subtitles(film, tmp_path):
+    clip = write_video(tmp_path / "clip.mp4", read_frames(film, 0, 40), NTSC_FILM, FAST)
+    info = probe(concat_clips([clip], tmp_path / "joined.mp4", streams_from=film))
+    assert info.frame_count == 40 and info.has_audio and info.has_subtitles
+
+
 def test_concat_without_a_source_and_missing_clips(film, tmp_path):
     clip = write_video(tmp_path / "only.mp4", read_frames(film, 0, 5), NTSC_FILM, FAST)
     info = probe(concat_clips([clip, clip], tmp_path / "twice.mp4"))
