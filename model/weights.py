@@ -302,13 +302,7 @@ def _resolve_url(url: str, cache: Path, expected_sha256: str | None) -> Resolved
         )
     if expected is None:
         expected = _read_remote_sidecar(fs, remote)
-    digest = _copy_atomically(fs, remote, copy)
-    if expected is not None and digest != expected:
-        copy.unlink()
-        raise WeightsIntegrityError(
-            f"weights file {url} has sha256 {digest}, but its published digest is {expected}: the copy "
-            f"is corrupt or the file changed; nothing was kept in {copy.parent}"
-        )
+    digest = _copy_atomically(fs, remote, copy, expected, url)
     _write_sidecar(copy, digest)
     return ResolvedWeights(digest, copy, "url", url)
 
@@ -330,8 +324,11 @@ def _read_remote_sidecar(fs, remote: str) -> str | None:
     return text.split()[0].lower() if text else None
 
 
-def _copy_atomically(fs, remote: str, destination: Path) -> str:
-    """Stream `remote` into `destination` under a temporary name, rename it, return its sha256."""
+def _copy_atomically(fs, remote: str, destination: Path, expected: str | None, url: str) -> str:
+    """Stream `remote` into a temporary file beside `destination`, check its sha256, rename it.
+
+    A copy whose digest differs from `expected` is deleted and never replaces `destination`.
+    """
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.part")
     digest = hashlib.sha256()
@@ -340,6 +337,11 @@ def _copy_atomically(fs, remote: str, destination: Path) -> str:
             while chunk := source.read(_CHUNK):
                 digest.update(chunk)
                 sink.write(chunk)
+        if expected is not None and digest.hexdigest() != expected:
+            raise WeightsIntegrityError(
+                f"weights file {url} has sha256 {digest.hexdigest()}, but its published digest is "
+                f"{expected}: the copy is corrupt or the file changed; it was not kept in the cache"
+            )
         os.replace(temporary, destination)
     finally:
         temporary.unlink(missing_ok=True)

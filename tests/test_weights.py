@@ -252,6 +252,18 @@ def test_a_url_whose_sidecar_disagrees_is_refused_and_not_kept(cache, tmp_path):
     assert not any(path.is_file() for path in cache.rglob("*"))
 
 
+def test_a_failed_refetch_leaves_the_good_cached_copy_in_place(cache, tmp_path):
+    local = save_checkpoint(tmp_path / "remote.pth", seed=3)
+    url = put_in_memory(local, sidecar=None)
+    good = resolve_weights(url)
+
+    with pytest.raises(WeightsIntegrityError):
+        resolve_weights(url, expected_sha256="0" * 64)
+
+    assert good.path.read_bytes() == local.read_bytes()
+    assert resolve_weights(url) == good
+
+
 def test_a_file_url_without_sidecar_is_copied_and_its_digest_recorded(cache, tmp_path):
     local = save_checkpoint(tmp_path / "remote.pth", seed=4)
 
