@@ -16,6 +16,7 @@ def _restored(tracks: list[Track]) -> list[Track]:
     return [track for track in tracks if track.restore]
 
 
+@pytest.mark.slow
 def test_every_footage_clip_gives_one_track_over_nearly_all_its_frames(shared_dir):
     settings = mobile_settings(shared_dir)
     detector = mobile_detector(shared_dir)

@@ -108,9 +108,9 @@ class FaceDetector:
     def _detect_batch(self, frames: np.ndarray, image_format: str) -> list[list[Detection]]:
         height, width = frames.shape[1:3]
         scale = detection_scale(height, width, self.max_side)
-        bgr = frames[..., ::-1] if image_format == "RGB" else frames
-        resized = np.stack([resize_for_detection(frame, scale) for frame in bgr])
-        batch = torch.from_numpy(resized.astype(np.float32)).to(self.device)
+        resized = np.stack([resize_for_detection(frame, scale) for frame in frames])
+        bgr = resized[..., ::-1] if image_format == "RGB" else resized
+        batch = torch.from_numpy(bgr.astype(np.float32)).to(self.device)
         with torch.inference_mode():
             boxes_per_frame, landmarks_per_frame = self.model.batched_detect_faces(
                 batch, conf_threshold=self.score_threshold, nms_threshold=self.nms_threshold
@@ -135,7 +135,7 @@ def resize_for_detection(frame: np.ndarray, scale: float) -> np.ndarray:
         return frame
     height, width = frame.shape[:2]
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(np.ascontiguousarray(frame), size, interpolation=cv2.INTER_AREA)
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
 
 
 def _to_detections(boxes: np.ndarray, landmarks: np.ndarray, scale: float) -> list[Detection]:
