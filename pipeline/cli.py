@@ -201,5 +201,48 @@ def weights_path(config: Path | None, overrides: tuple[str, ...]) -> None:
         raise click.ClickException(str(error)) from None
 
 
+@main.group("manifest")
+def manifest_group() -> None:
+    """The input manifest: a Parquet file listing the videos a run restores (uri, video_id, ...)."""
+
+
+@manifest_group.command("build")
+@click.argument("sources", nargs=-1, required=True, metavar="PATH_OR_GLOB...")
+@click.option(
+    "-o", "--output", required=True, metavar="FILE_OR_URL",
+    help="Manifest to write, e.g. archive.parquet or s3://bucket/archive.parquet.",
+)
+def manifest_build(sources: tuple[str, ...], output: str) -> None:
+    """Find the videos under folders, files, globs or buckets and write them as a manifest.
+
+    Folders are searched recursively for video files (.mp4 .mov .mkv .avi .m4v .webm .mxf .ts ...);
+    quote globs and URLs: 'archive/*/*.mov' 's3://bucket/films/*.mp4'. The manifest holds uri,
+    video_id (derived from the uri), size_bytes and modified.
+    """
+    from pipeline.manifest import ManifestError, build_manifest
+
+    try:
+        videos = build_manifest(sources, output)
+    except ManifestError as error:
+        raise click.ClickException(str(error)) from None
+    megabytes = videos["size_bytes"].fillna(0).sum() / 1e6
+    size = f"{megabytes / 1000:.2f} GB" if megabytes >= 1000 else f"{megabytes:.1f} MB"
+    click.echo(f"found {len(videos)} videos ({size}) -> {output}")
+
+
+@manifest_group.command("check")
+@click.argument("manifest", metavar="FILE_OR_URL")
+def manifest_check(manifest: str) -> None:
+    """Validate a manifest as a run would (uri column, ids, duplicates) and say what it holds."""
+    from pipeline.manifest import ManifestError, extra_columns, read_manifest
+
+    try:
+        videos = read_manifest(manifest)
+    except ManifestError as error:
+        raise click.ClickException(str(error)) from None
+    extras = ", ".join(extra_columns(videos)) or "none"
+    click.echo(f"{manifest}: {len(videos)} videos; columns carried to the catalog: {extras}")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,67 @@
+"""Files that live in a local folder or behind an fsspec URL (s3://, gs://, memory:// ...).
+
+The manifest and the catalogs are read and written through these few functions, so that every path
+a user gives may be either kind, and every file the pipeline publishes appears whole or not at all.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import fsspec
+
+
+def is_url(location: str | Path) -> bool:
+    """True for "scheme://..." locations (s3://, file://, memory://), False for plain local paths."""
+    return "://" in str(location)
+
+
+def join(location: str | Path, *parts: str) -> str:
+    """`location`/part/... as a string, for local paths and URLs alike."""
+    if is_url(location):
+        return "/".join([str(location).rstrip("/"), *parts])
+    return str(Path(location, *parts))
+
+
+def filesystem(location: str | Path) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path inside it) of a local path or fsspec URL.
+
+    Raises:
+        ValueError: the URL's protocol is unknown, or the package that serves it is not installed.
+    """
+    try:
+        return fsspec.core.url_to_fs(str(location))
+    except ImportError as error:
+        raise ValueError(f"{location}: {error}") from None
+
+
+def write_atomically(location: str | Path, write: Callable[[IO[bytes]], Any]) -> str:
+    """Write a file through `write(sink)` so that readers see the old file or the whole new one.
+
+    The bytes go to a hidden temporary name in the destination folder, which is renamed (`fs.mv`)
+    over the destination once `write` has returned; if `write` raises, the temporary file is removed
+    and the destination is left as it was. Parent folders are created. Returns `location` as a string.
+    """
+    fs, path = filesystem(location)
+    parent, _, name = path.rpartition("/")
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    temporary = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp" if parent else f".{name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with fs.open(temporary, "wb") as sink:
+            write(sink)
+        fs.mv(temporary, path)
+    except BaseException:
+        _remove_quietly(fs, temporary)
+        raise
+    return str(location)
+
+
+def _remove_quietly(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    try:
+        if fs.exists(path):
+            fs.rm(path)
+    except OSError:
+        pass
