@@ -1,0 +1,283 @@
+"""`dpt-batch run`: the Ray Data graph from a manifest to restored films and catalogs.
+
+    manifest -> probe + scene clips -> faces (CPU actors) -> DP-TempCoh (GPU actors, or CPU actors when
+    the cluster has no GPU) -> paste-back + encode (CPU actors) -> assemble per video -> catalog
+
+Rows between stages are small records (see `pipeline.stages`); the driver joins each video's encoded
+clips with the source's audio and subtitles as soon as its last clip arrives, so memory does not grow
+with film length or archive size.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.config import Settings
+from pipeline.stages import DetectFaces, PasteAndEncode, RestoreFaces, Row, Stage, split_video
+
+# Every clip row carries every field, so that Arrow blocks from different batches share one schema.
+ROW_DEFAULTS: dict[str, Any] = {
+    "video_id": "", "uri": "", "work_dir": "", "clip_index": -1, "clip_count": 0, "start": 0, "end": 0,
+    "scene": 0, "frames_in": 0, "fps_num": 0, "fps_den": 1, "width": 0, "height": 0, "duration_s": 0.0,
+    "bit_depth": 8, "has_audio": False, "tracks": 0, "faces": 0, "tracks_json": "[]", "faces_artifact": "",
+    "restored_artifact": "", "segment": "", "frames_out": 0, "weights": "", "error": "", "traceback": "",
+    "seconds_probe": 0.0, "seconds_faces": 0.0, "seconds_restore": 0.0, "seconds_encode": 0.0,
+}  # fmt: skip
+
+
+def complete_row(row: Row) -> Row:
+    return {**ROW_DEFAULTS, **{k: v for k, v in row.items() if k in ROW_DEFAULTS}}
+
+
+class StageActor:
+    """Adapts a `Stage` to Ray Data's `map_batches`: built (and set up) once per actor."""
+
+    def __init__(self, stage_class: type[Stage], *args: Any) -> None:
+        self.stage = stage_class(*args)
+        self.stage.setup()
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        rows = [complete_row(row) for row in batch.to_dict("records")]
+        return pd.DataFrame([complete_row(row) for row in self.stage.process(rows)])
+
+
+@dataclass
+class ClusterPlan:
+    """How the stages map onto the cluster's resources."""
+
+    gpus: int
+    cpus: int
+    faces_actors: int
+    restore_actors: int
+    encode_actors: int
+
+    @property
+    def restore_on_gpu(self) -> bool:
+        return self.gpus > 0
+
+
+def plan_cluster(resources: dict[str, float]) -> ClusterPlan:
+    """One restoration actor per GPU (CPU actors when there is none); CPU pools share the CPUs."""
+    gpus = int(resources.get("GPU", 0))
+    cpus = max(1, int(resources.get("CPU", 1)))
+    spare = max(1, cpus - gpus)
+    return ClusterPlan(
+        gpus=gpus,
+        cpus=cpus,
+        faces_actors=max(1, spare // 2),
+        restore_actors=max(1, gpus) if gpus else 1,
+        encode_actors=max(1, spare // 4),
+    )
+
+
+def build_dataset(videos: list[Row], settings: Settings, work_root: str, plan: ClusterPlan):
+    """The run as a Ray Data dataset of finished clip rows (lazy until iterated)."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    gpus_per_actor = 1.0 if plan.restore_on_gpu else 0.0
+    dataset = ray.data.from_items(videos)
+    dataset = dataset.flat_map(split_video, fn_kwargs={"settings": settings, "work_root": work_root})
+    dataset = dataset.map(complete_row)
+    dataset = dataset.map_batches(
+        StageActor, fn_constructor_args=(DetectFaces, settings), batch_size=1, batch_format="pandas",
+        compute=ActorPoolStrategy(min_size=1, max_size=plan.faces_actors), num_cpus=1,
+    )  # fmt: skip
+    dataset = dataset.map_batches(
+        StageActor, fn_constructor_args=(RestoreFaces, settings, gpus_per_actor),
+        batch_size=max(1, settings.model.batch_windows), batch_format="pandas",
+        compute=ActorPoolStrategy(min_size=1, max_size=plan.restore_actors),
+        num_cpus=0 if plan.restore_on_gpu else 1, num_gpus=gpus_per_actor,
+    )  # fmt: skip
+    return dataset.map_batches(
+        StageActor, fn_constructor_args=(PasteAndEncode, settings), batch_size=1, batch_format="pandas",
+        compute=ActorPoolStrategy(min_size=1, max_size=plan.encode_actors), num_cpus=1,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------
+# assembling a video from its clips
+
+
+@dataclass
+class VideoResult:
+    """One input video's outcome: its catalog row, clip rows and track rows."""
+
+    video: Row
+    clips: list[Row] = field(default_factory=list)
+    tracks: list[Row] = field(default_factory=list)
+
+
+def assemble_video(source: Row, clips: list[Row], output_dir: Path) -> VideoResult:
+    """Join a video's encoded clips with the source's audio/subtitles and check the frame count."""
+    from pipeline.media import concat_clips, probe
+
+    clips = sorted(clips, key=lambda row: row["clip_index"])
+    first = clips[0]
+    fps = Fraction(int(first["fps_num"]), int(first["fps_den"])) if first["fps_num"] else Fraction(0)
+    errors = [row["error"] for row in clips if row["error"]]
+    video = {
+        "video_id": source["video_id"],
+        "uri": source["uri"],
+        "status": "failed" if errors else "done",
+        "output_uri": "",
+        "frames_in": int(first["frames_in"]),
+        "frames_out": 0,
+        "fps": float(fps),
+        "fps_rational": f"{fps.numerator}/{fps.denominator}",
+        "duration_s": float(first["duration_s"]),
+        "width": int(first["width"]),
+        "height": int(first["height"]),
+        "clips": len([row for row in clips if row["clip_index"] >= 0]),
+        "tracks": sum(int(row["tracks"]) for row in clips),
+        "faces_restored": sum(int(row["faces"]) for row in clips if not row["error"]),
+        "seconds_probe": sum(float(row["seconds_probe"]) for row in clips),
+        "seconds_faces": sum(float(row["seconds_faces"]) for row in clips),
+        "seconds_restore": sum(float(row["seconds_restore"]) for row in clips),
+        "seconds_encode": sum(float(row["seconds_encode"]) for row in clips),
+        "error": errors[0] if errors else "",
+        "weights": next((row["weights"] for row in clips if row["weights"]), ""),
+    }
+    start = time.perf_counter()
+    if not errors:
+        output = output_dir / f"{source['video_id']}.mp4"
+        try:
+            concat_clips([row["segment"] for row in clips], output, streams_from=source["uri"])
+            frames_out = probe(output).frame_count
+            if frames_out != video["frames_in"]:
+                raise RuntimeError(f"the output has {frames_out} frames, the source {video['frames_in']}")
+            video.update(output_uri=str(output), frames_out=frames_out)
+        except Exception as error:
+            video.update(status="failed", error=f"assemble: {type(error).__name__}: {error}")
+    video["seconds_encode"] += time.perf_counter() - start
+    clip_rows = [clip_catalog_row(row) for row in clips if row["clip_index"] >= 0]
+    track_rows = [
+        {"video_id": row["video_id"], "clip_index": int(row["clip_index"]), **track}
+        for row in clips
+        for track in json.loads(row["tracks_json"] or "[]")
+    ]
+    return VideoResult(video, clip_rows, track_rows)
+
+
+def clip_catalog_row(row: Row) -> Row:
+    return {
+        "video_id": row["video_id"],
+        "clip_index": int(row["clip_index"]),
+        "start": int(row["start"]),
+        "end": int(row["end"]),
+        "frames": int(row["end"]) - int(row["start"]),
+        "scene": int(row["scene"]),
+        "tracks": int(row["tracks"]),
+        "faces_restored": int(row["faces"]) if not row["error"] else 0,
+        "status": "failed" if row["error"] else "done",
+        "error": row["error"],
+        "artifact": row["segment"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class RunSummary:
+    """What a run did, for the summary table and the exit code."""
+
+    videos: list[Row]
+    clips: list[Row]
+    tracks: list[Row]
+    seconds: float
+    output: Path
+    restore_on_gpu: bool
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for video in self.videos if video["status"] == "failed")
+
+
+def init_ray(address: str | None) -> None:
+    """Connect to a cluster at `address`, or start an embedded local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        # Stages ask for one CPU per actor; a small machine still needs room for every pool at once.
+        ray.init(num_cpus=max(os.cpu_count() or 1, 4), include_dashboard=False, log_to_driver=False)
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+
+
+def run_archive(
+    videos: list[Row],
+    output: Path,
+    settings: Settings,
+    address: str | None = None,
+    report: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+) -> RunSummary:
+    """Restore every video of `videos` (rows with video_id and uri) into `output`."""
+    import ray
+
+    started = time.perf_counter()
+    output = Path(output)
+    (output / "videos").mkdir(parents=True, exist_ok=True)
+    work_root = output / "work"
+    init_ray(address)
+    plan = plan_cluster(ray.cluster_resources())
+    if not plan.restore_on_gpu:
+        report("no GPU in the Ray cluster: DP-TempCoh runs on CPU actors")
+    sources = {video["video_id"]: video for video in videos}
+    pending: dict[str, list[Row]] = {}
+    results: list[VideoResult] = []
+    for row in build_dataset(videos, settings, str(work_root), plan).iter_rows():
+        row = complete_row(dict(row))
+        clips = pending.setdefault(row["video_id"], [])
+        clips.append(row)
+        if row["clip_index"] >= 0 and len(clips) < int(row["clip_count"]):
+            continue
+        result = assemble_video(sources[row["video_id"]], pending.pop(row["video_id"]), output / "videos")
+        results.append(result)
+        video = result.video
+        report(
+            f"[{len(results)}/{len(videos)}] {video['video_id']}: {video['status']}, "
+            f"{video['frames_out']} frames, {video['tracks']} tracks, "
+            f"{video['faces_restored']} face-frames restored"
+            + (f" ({video['error']})" if video["error"] else "")
+        )
+        if video["status"] == "done":
+            shutil.rmtree(work_root / video["video_id"], ignore_errors=True)
+    return RunSummary(
+        videos=[result.video for result in results],
+        clips=[row for result in results for row in result.clips],
+        tracks=[row for result in results for row in result.tracks],
+        seconds=time.perf_counter() - started,
+        output=output,
+        restore_on_gpu=plan.restore_on_gpu,
+    )
+
+
+def environment() -> dict[str, str]:
+    """Versions of what computed a run, for run.json."""
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("dpt-batch", "torch", "ray", "facexlib", "pyarrow", "scenedetect", "decord"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
