@@ -14,3 +14,48 @@ def shared_dir() -> Path:
     if not SHARED_DIR.is_dir():
         pytest.skip(f"shared data folder {SHARED_DIR} is absent (footage, weights)")
     return SHARED_DIR
+
+
+@pytest.fixture
+def moto_s3(monkeypatch) -> str:
+    """A moto S3 server on 127.0.0.1 (a free port), fsspec's s3:// pointed at it, bucket `archive` made.
+
+    Skips when s3fs or moto is missing or the server does not start.
+    """
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    import threading
+
+    import fsspec
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    # start() waits without a timeout for a server that may never bind: wait for it in a thread.
+    starter = threading.Thread(target=server.start, daemon=True)
+    starter.start()
+    starter.join(timeout=20)
+    if starter.is_alive():
+        pytest.skip("the moto S3 server did not start on 127.0.0.1")
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": endpoint, "skip_instance_cache": True})
+    fsspec.filesystem("s3").mkdir("archive")
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_archive(shared_dir, tmp_path_factory) -> Path:
+    """The demo archive (pipeline.demo.DEMO_FILMS from ../shared/footage), built once per session.
+
+    Returns the manifest path; the films lie beside it. Skips when the footage is absent.
+    """
+    from pipeline.demo import DEMO_FILMS, build_demo_archive
+
+    footage = shared_dir / "footage"
+    missing = [name for film in DEMO_FILMS for name in film.footage if not (footage / name).is_file()]
+    if missing:
+        pytest.skip(f"footage for the demo archive is absent: {', '.join(sorted(set(missing)))}")
+    return build_demo_archive(footage, tmp_path_factory.mktemp("demo"))
