@@ -13,7 +13,7 @@ import torch
 from pipeline.faces.settings import DETECTOR_NAMES, FaceSettings
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Detection:
     """One face in one frame, in source-frame pixels.
 

@@ -22,7 +22,7 @@ class Detector(Protocol):
     def detect(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]: ...
 
 
-@dataclass
+@dataclass(eq=False)
 class Track:
     """One face followed through consecutive frames of one clip.
 
