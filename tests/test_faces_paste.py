@@ -56,6 +56,19 @@ def test_restored_faces_replace_the_source_inside_their_masks(two_faces_in_a_wid
         assert fully_restored.sum() > 0.5 * (mask > 0).sum()
     outside = np.all([paste_mask(face, frame.shape[:2]) == 0 for face in white_faces], axis=0)
     np.testing.assert_array_equal(pasted[outside], frame[outside])
+    beyond_the_crops = np.all([~_crop_footprint(face, frame.shape[:2]) for face in white_faces], axis=0)
+    np.testing.assert_array_equal(pasted[beyond_the_crops], frame[beyond_the_crops])
+
+
+def _crop_footprint(face: PastedFace, frame_shape: tuple[int, int]) -> np.ndarray:
+    """HxW bool: the frame pixels the crop's square covers, drawn from its corners (no paste code)."""
+    size = face.crop.shape[0]
+    corners = np.array([[0, 0], [size, 0], [size, size], [0, size]], np.float64)
+    inverse = cv2.invertAffineTransform(face.affine)
+    polygon = np.round(corners @ inverse[:, :2].T + inverse[:, 2]).astype(np.int32)
+    footprint = np.zeros(frame_shape, np.uint8)
+    cv2.fillConvexPoly(footprint, polygon, 1)
+    return footprint.astype(bool)
 
 
 def test_the_feathered_edge_scales_with_the_face(two_faces_in_a_wide_frame):
