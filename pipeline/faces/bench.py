@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from pipeline import media
 from pipeline.faces.align import alignment_affine
 from pipeline.faces.detect import FaceDetector
 from pipeline.faces.settings import FaceSettings
@@ -43,11 +44,8 @@ class ClipJitter:
 
 def read_frames(path: Path, count: int | None = None) -> np.ndarray:
     """TxHxWx3 uint8 RGB frames of a video (its first `count`)."""
-    import decord
-
-    reader = decord.VideoReader(str(path))
-    count = len(reader) if count is None else min(count, len(reader))
-    return reader.get_batch(range(count)).asnumpy()
+    frame_count = media.probe(path).frame_count
+    return media.read_frames(path, 0, frame_count if count is None else min(count, frame_count))
 
 
 def frames_at_resolution(frames: np.ndarray, height: int, width: int) -> np.ndarray:

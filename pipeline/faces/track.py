@@ -202,15 +202,20 @@ def association_costs(previous: Sequence[Detection], current: Sequence[Detection
 
 def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     """Mx4 and Nx4 xyxy boxes -> MxN intersection over union."""
-    top_left = np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
-    bottom_right = np.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
-    intersection = np.clip(bottom_right - top_left, 0, None).prod(-1)
+    intersection = _intersection_areas(boxes_a[:, None], boxes_b[None])
     union = _box_areas(boxes_a)[:, None] + _box_areas(boxes_b)[None] - intersection
     return intersection / np.maximum(union, 1e-9)
 
 
+def _intersection_areas(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """...x4 and ...x4 xyxy boxes (broadcast) -> ... areas of their overlaps."""
+    top_left = np.maximum(boxes_a[..., :2], boxes_b[..., :2])
+    bottom_right = np.minimum(boxes_a[..., 2:], boxes_b[..., 2:])
+    return np.clip(bottom_right - top_left, 0, None).prod(-1)
+
+
 def _box_areas(boxes: np.ndarray) -> np.ndarray:
-    return np.clip(boxes[:, 2:] - boxes[:, :2], 0, None).prod(-1)
+    return np.clip(boxes[..., 2:] - boxes[..., :2], 0, None).prod(-1)
 
 
 def fill_track(observations: list[Observation], clip: str, track_id: int) -> Track:
@@ -274,10 +279,7 @@ def _sits_inside(track: Track, other: Track, max_overlap: float) -> bool:
     if len(shared) == 0:
         return False
     boxes, other_boxes = track.boxes[in_track], other.boxes[in_other]
-    top_left = np.maximum(boxes[:, :2], other_boxes[:, :2])
-    bottom_right = np.minimum(boxes[:, 2:], other_boxes[:, 2:])
-    intersection = np.clip(bottom_right - top_left, 0, None).prod(-1)
-    covered = intersection > max_overlap * np.maximum(_box_areas(boxes), 1e-9)
+    covered = _intersection_areas(boxes, other_boxes) > max_overlap * np.maximum(_box_areas(boxes), 1e-9)
     return covered.mean() >= 0.5
 
 
