@@ -9,7 +9,7 @@ CONFIGS: dict[str, DPTempCohConfig] = {
     "official": DPTempCohConfig(),
     # Same code path with every component present, small enough for CPU pipeline tests.
     "tiny": DPTempCohConfig(
-        nf=8,
+        nf=4,
         ch_mult=(1, 1, 1, 2, 2, 4),
         res_blocks=1,
         emb_dim=16,
