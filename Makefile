@@ -26,3 +26,9 @@ bench-gpu:
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# The demo archive, two short films from the shared footage: demo/archive.parquet, film_a.mp4, film_b.mp4.
+FOOTAGE ?= ../shared/footage
+demo:
+	@if [ -d "$(FOOTAGE)" ]; then $(PY) -m pipeline.demo "$(FOOTAGE)" demo; \
+	else echo "$(FOOTAGE) is absent: no demo archive built"; fi
