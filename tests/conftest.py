@@ -40,10 +40,19 @@ def moto_s3(monkeypatch) -> str:
         pytest.skip("the moto S3 server did not start on 127.0.0.1")
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
+    # moto keeps its buckets in the process, across servers: start and leave with an empty S3.
+    _reset_moto(endpoint)
     monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": endpoint, "skip_instance_cache": True})
     fsspec.filesystem("s3").mkdir("archive")
     yield endpoint
+    _reset_moto(endpoint)
     server.stop()
+
+
+def _reset_moto(endpoint: str) -> None:
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
 
 
 @pytest.fixture(scope="session")
