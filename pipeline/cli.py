@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 import click
@@ -242,6 +243,44 @@ def manifest_check(manifest: str) -> None:
         raise click.ClickException(str(error)) from None
     extras = ", ".join(extra_columns(videos)) or "none"
     click.echo(f"{manifest}: {len(videos)} videos; columns carried to the catalog: {extras}")
+
+
+@main.command("run")
+@click.option("--manifest", "manifest_path", required=True, metavar="PARQUET",
+              help="Manifest of the videos to restore (uri, optional video_id); see `dpt-batch manifest`.")
+@click.option("--output", "output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: videos/, catalog/ and run.json are written there.")
+@settings_options
+@click.option("--address", default=None, metavar="ADDRESS",
+              help="Ray cluster to run on (e.g. auto or ray://HEAD:10001); default: an embedded local Ray.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Restore only the first N videos.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (videos, clips, face-frames estimate); stop.")
+def run_command(manifest_path: str, output: Path, config, overrides, address, limit, dry_run) -> None:
+    """Restore the faces of every video in a manifest.
+
+    Exit status: 0 when every video is done, 1 when any failed (see catalog/videos.parquet), 2 for a
+    bad manifest, setting or option (nothing is started then).
+    """
+    from pipeline.manifest import ManifestError, read_manifest
+    from pipeline.run import format_plan, format_summary, plan_archive, run_manifest
+
+    settings = load_cli_settings(config, overrides)
+    try:
+        manifest = read_manifest(manifest_path)
+    except ManifestError as error:
+        raise click.UsageError(str(error)) from None
+    if limit:
+        manifest = manifest.head(limit)
+    if dry_run:
+        with click.progressbar(length=len(manifest), label="planning", file=sys.stderr) as bar:
+            plans = plan_archive(manifest, settings, progress=bar.update)
+        click.echo("\n".join(format_plan(plans)))
+        return
+    click.echo(f"restoring {len(manifest)} videos into {output}", err=True)
+    summary = run_manifest(manifest, output, settings, address, report=partial(click.echo, err=True))
+    click.echo("\n".join(format_summary(summary)))
+    if summary.failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

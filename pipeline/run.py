@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -252,6 +251,7 @@ def run_archive(
         result = assemble_video(sources[row["video_id"]], pending.pop(row["video_id"]), output / "videos")
         results.append(result)
         video = result.video
+        video["seconds_total"] = time.perf_counter() - started
         report(
             f"[{len(results)}/{len(videos)}] {video['video_id']}: {video['status']}, "
             f"{video['frames_out']} frames, {video['tracks']} tracks, "
@@ -270,14 +270,98 @@ def run_archive(
     )
 
 
-def environment() -> dict[str, str]:
-    """Versions of what computed a run, for run.json."""
-    from importlib import metadata
+# ---------------------------------------------------------------------------------------------------
+# the plan of a run (--dry-run)
 
-    versions = {"python": platform.python_version()}
-    for package in ("dpt-batch", "torch", "ray", "facexlib", "pyarrow", "scenedetect", "decord"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
+
+def plan_video(video: Row, settings: Settings, detector, sample_every_s: float = 1.0) -> Row:
+    """Probe and scene-split a video, and estimate its face-frames from detections on sampled frames
+    (about one per `sample_every_s` seconds of every clip)."""
+    from pipeline.media import probe, read_frames
+    from pipeline.scenes import split_scenes
+
+    plan = {"video_id": video["video_id"], "uri": video["uri"], "frames": 0, "fps": "", "duration_s": 0.0,
+            "clips": 0, "faces_estimate": 0, "error": ""}  # fmt: skip
+    try:
+        info = probe(video["uri"])
+        clips = split_scenes(video["uri"], settings.scenes, info=info)
+        step = max(1, round(float(info.frame_rate) * sample_every_s))
+        estimate = 0.0
+        for clip in clips:
+            samples = list(range(clip.start, clip.end, step))
+            frames = [read_frames(video["uri"], i, i + 1)[0] for i in samples]
+            faces = [len(found) for found in detector.detect(frames)]
+            estimate += sum(faces) / len(faces) * clip.frame_count
+        plan.update(frames=info.frame_count, fps=f"{info.frame_rate.numerator}/{info.frame_rate.denominator}",
+                    duration_s=info.duration_s, clips=len(clips), faces_estimate=round(estimate))  # fmt: skip
+    except Exception as error:
+        plan["error"] = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}"
+    return plan
+
+
+def plan_archive(
+    manifest: pd.DataFrame, settings: Settings, progress: Callable[[int], None] = lambda done: None
+) -> list[Row]:
+    """The plan of every video of a manifest (probe, clips, face-frames estimate), without Ray."""
+    from pipeline.faces import FaceDetector
+
+    detector = FaceDetector.from_settings(settings.faces)
+    plans = []
+    for video_id, uri in zip(manifest["video_id"], manifest["uri"], strict=True):
+        plans.append(plan_video({"video_id": video_id, "uri": uri}, settings, detector))
+        progress(1)
+    return plans
+
+
+def format_plan(plans: list[Row]) -> list[str]:
+    lines = [f"{'video_id':<32} {'frames':>8} {'fps':>11} {'seconds':>8} {'clips':>6} {'face-frames~':>12}"]
+    for plan in plans:
+        if plan["error"]:
+            lines.append(f"{plan['video_id']:<32} unreadable: {plan['error']}")
+            continue
+        lines.append(
+            f"{plan['video_id']:<32} {plan['frames']:>8} {plan['fps']:>11} {plan['duration_s']:>8.1f} "
+            f"{plan['clips']:>6} {plan['faces_estimate']:>12}"
+        )
+    ok = [plan for plan in plans if not plan["error"]]
+    lines.append(
+        f"{len(plans)} videos ({len(plans) - len(ok)} unreadable), {sum(p['clips'] for p in ok)} clips, "
+        f"{sum(p['frames'] for p in ok)} frames, about {sum(p['faces_estimate'] for p in ok)} face-frames"
+    )
+    return lines
+
+
+def run_manifest(
+    manifest: pd.DataFrame,
+    output: Path,
+    settings: Settings,
+    address: str | None = None,
+    report: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+) -> RunSummary:
+    """`run_archive` over a validated manifest, then the catalog and run.json under `output`."""
+    from pipeline.catalog import run_record, write_catalog, write_run_record
+
+    started = time.time()
+    videos = [{"video_id": v, "uri": u} for v, u in zip(manifest["video_id"], manifest["uri"], strict=True)]
+    summary = run_archive(videos, output, settings, address=address, report=report)
+    write_catalog(str(output), summary.videos, summary.clips, summary.tracks, manifest)
+    weights = next((v["weights"] for v in summary.videos if v["weights"]), settings.model.weights or "")
+    write_run_record(str(output), run_record(settings, weights, started, time.time()))
+    return summary
+
+
+def format_summary(summary: RunSummary) -> list[str]:
+    lines = [f"{'video_id':<32} {'status':<7} {'frames':>8} {'tracks':>7} {'faces':>8} {'seconds':>8}  error"]
+    for v in summary.videos:
+        lines.append(
+            f"{v['video_id']:<32} {v['status']:<7} {v['frames_out']:>8} {v['tracks']:>7} "
+            f"{v['faces_restored']:>8} {v['seconds_total']:>8.1f}  {v['error']}"
+        )
+    count = {s: sum(1 for v in summary.videos if v["status"] == s) for s in ("done", "failed", "skipped")}
+    lines.append(
+        f"done {count['done']}, failed {count['failed']}, skipped {count['skipped']}; "
+        f"{sum(v['frames_out'] for v in summary.videos)} frames, "
+        f"{sum(v['faces_restored'] for v in summary.videos)} face-frames restored in {summary.seconds:.1f} s "
+        f"(DP-TempCoh on {'GPU' if summary.restore_on_gpu else 'CPU'}); catalog: {summary.output / 'catalog'}"
+    )
+    return lines

@@ -1,0 +1,161 @@
+"""End to end: `dpt-batch run` on the demo archive with the smoke configuration, on a local Ray."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from pipeline.catalog import read_catalog
+from pipeline.cli import main
+from pipeline.config import load_settings
+from pipeline.demo import DEMO_FILMS
+from pipeline.media import ffmpeg_exe, probe, read_frames, write_video
+
+FILMS = {film.video_id: film for film in DEMO_FILMS}
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(main, ["run", *args], catch_exceptions=False)
+
+
+def smoke_args(shared_dir: Path) -> list[str]:
+    weights = shared_dir / "weights" / "retinaface_mobile0.25.pth"
+    return ["--config", "configs/smoke.yaml", "--set", f"faces.detector_weights={weights}"]
+
+
+@pytest.fixture(scope="module")
+def archive_with_bad_items(demo_archive, tmp_path_factory) -> Path:
+    """The demo films plus a text file named .mp4 and a file that does not exist."""
+    folder = tmp_path_factory.mktemp("bad")
+    text = folder / "letter.mp4"
+    text.write_text("Dear archivist, this is not a film.\n")
+    manifest = pd.read_parquet(demo_archive)
+    bad = pd.DataFrame({"uri": [str(text), str(folder / "gone.mp4")], "video_id": ["letter", "gone"]})
+    path = folder / "archive.parquet"
+    pd.concat([manifest, bad], ignore_index=True).to_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def smoke_run(archive_with_bad_items, shared_dir, tmp_path_factory, ray_session):
+    out = tmp_path_factory.mktemp("run") / "out"
+    result = run_cli("--manifest", str(archive_with_bad_items), "--output", str(out), *smoke_args(shared_dir))
+    return out, result
+
+
+def audio_md5(path: str) -> str:
+    """md5 of the audio packets as stored (stream copy keeps them bit for bit)."""
+    command = [ffmpeg_exe(), "-loglevel", "error", "-i", path, "-map", "0:a", "-c", "copy", "-f", "md5", "-"]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def test_run_exits_1_and_names_the_bad_items(smoke_run):
+    out, result = smoke_run
+    assert result.exit_code == 1, result.output
+    assert "done 2, failed 2" in result.output
+    videos = read_catalog(str(out)).videos.set_index("video_id")
+    assert videos.loc["letter", "status"] == "failed" and "letter.mp4" in videos.loc["letter", "error"]
+    assert videos.loc["gone", "status"] == "failed" and "not found" in videos.loc["gone", "error"]
+
+
+@pytest.mark.parametrize("video_id", sorted(FILMS))
+def test_outputs_keep_frames_rate_and_audio(smoke_run, demo_archive, video_id):
+    out, _ = smoke_run
+    source = probe(demo_archive.parent / FILMS[video_id].file_name)
+    output = probe(out / "videos" / f"{video_id}.mp4")
+    assert (output.frame_count, output.frame_rate) == (source.frame_count, source.frame_rate)
+    assert (output.width, output.height) == (source.width, source.height)
+    assert output.has_audio == source.has_audio == FILMS[video_id].audio
+    if source.has_audio:
+        assert audio_md5(output.path) == audio_md5(source.path)
+
+
+def test_faces_change_and_background_matches_a_plain_reencode(smoke_run, demo_archive, tmp_path):
+    out, _ = smoke_run
+    film = FILMS["film_a"]
+    source_path = demo_archive.parent / film.file_name
+    source = read_frames(source_path, 0, film.frame_count)
+    restored = read_frames(out / "videos" / "film_a.mp4", 0, film.frame_count)
+    settings = load_settings(Path("configs/smoke.yaml"))
+    reencoded = read_frames(write_video(tmp_path / "plain.mp4", source, film.rate, settings.encode), 0, 114)
+
+    first_shot, face = film.shots[0], film.shots[0].faces[0]
+    inner = np.s_[: first_shot.frames, face.y + face.size // 4 : face.y + 3 * face.size // 4,
+                  face.x + face.size // 4 : face.x + 3 * face.size // 4]  # fmt: skip
+    assert np.abs(restored[inner].astype(int) - source[inner]).mean() > 20  # noise from synthetic weights
+    background = np.s_[: first_shot.frames, :, face.x + face.size + 60 :]
+    assert psnr(restored[background], reencoded[background]) >= 40
+    no_face = film.cuts[1], film.cuts[2]
+    assert psnr(restored[no_face[0] : no_face[1]], reencoded[no_face[0] : no_face[1]]) >= 40
+
+
+def test_catalog_holds_every_video_clip_and_track(smoke_run, demo_archive):
+    out, _ = smoke_run
+    catalog = read_catalog(str(out))
+    videos = catalog.videos.set_index("video_id")
+    assert sorted(videos.index) == ["film_a", "film_b", "gone", "letter"]
+    for video_id, film in FILMS.items():
+        row = videos.loc[video_id]
+        assert row["status"] == "done" and row["error"] == ""
+        assert row["frames_in"] == row["frames_out"] == film.frame_count
+        assert row["fps_rational"] == f"{film.rate.numerator}/{film.rate.denominator}"
+        assert row["clips"] >= len(film.shots)
+        assert row["tracks"] >= sum(film.faces_per_shot)
+        face_frames = sum(shot.frames * len(shot.faces) for shot in film.shots)
+        assert 0.9 * face_frames <= row["faces_restored"] <= face_frames
+        assert row["weights"] == "synthetic:0"
+        assert row["collection"] == "dpt-batch demo"  # the manifest's own column, carried through
+        assert Path(row["output_uri"]).is_file()
+        clips = catalog.clips[catalog.clips.video_id == video_id].sort_values("clip_index")
+        assert len(clips) == row["clips"]
+        assert clips.start.iloc[0] == 0 and clips.end.iloc[-1] == film.frame_count
+        assert (clips.start.iloc[1:].to_numpy() == clips.end.iloc[:-1].to_numpy()).all()
+        assert set(clips.scene.diff().dropna()) <= {0, 1}
+    cut_starts = set(catalog.clips[catalog.clips.video_id == "film_a"].start)
+    assert {cut for cut in FILMS["film_a"].cuts if any(abs(cut - s) <= 1 for s in cut_starts)} == set(
+        FILMS["film_a"].cuts
+    )
+    assert (catalog.tracks.groupby("video_id").size() > 0).all()
+    assert catalog.run["weights"] == "synthetic:0"
+    assert catalog.run["config"]["model"]["name"] == "tiny"
+    assert not any((out / "work").glob("film_*"))  # work artifacts of finished videos are removed
+
+
+def test_a_clean_archive_exits_0_and_limit_takes_the_first_videos(
+    demo_archive, shared_dir, tmp_path, ray_session
+):
+    manifest = pd.read_parquet(demo_archive).sort_values("video_id", ascending=False)  # film_b first
+    path = tmp_path / "archive.parquet"
+    manifest.to_parquet(path)
+    result = run_cli("--manifest", str(path), "--output", str(tmp_path / "out"), "--limit", "1",
+                     *smoke_args(shared_dir))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert list(read_catalog(str(tmp_path / "out")).videos.video_id) == ["film_b"]
+
+
+def test_a_manifest_without_uri_is_refused_before_any_work(tmp_path):
+    path = tmp_path / "archive.parquet"
+    pd.DataFrame({"path": ["a.mp4"]}).to_parquet(path)
+    result = CliRunner().invoke(main, ["run", "--manifest", str(path), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "uri" in result.output
+    assert not (tmp_path / "out").exists()
