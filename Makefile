@@ -18,11 +18,16 @@ test:
 lint:
 	$(PY) -m ruff check pipeline model tests
 
+# Benchmarks print markdown sections and keep them in bench-results/; BENCHMARKS.md collects them.
+SHARED ?= ../shared
+
 bench:
-	$(PY) -m model.bench --out BENCHMARKS.md
+	$(PY) -m model.bench --model official --frames 16 --out bench-results/model-cpu.md
+	$(PY) -m pipeline.faces.bench --weights $(SHARED)/weights/retinaface_mobile0.25.pth \
+		--footage $(SHARED)/footage --frames 32 --out bench-results/faces-cpu.md
 
 bench-gpu:
-	$(PY) -m model.bench_gpu
+	$(PY) -m model.bench_gpu --out bench-results/model-gpu.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
