@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,15 +24,16 @@ from typing import Any
 import pandas as pd
 
 from pipeline.config import Settings
-from pipeline.stages import DetectFaces, PasteAndEncode, RestoreFaces, Row, Stage, split_video
+from pipeline.stages import DetectFaces, PasteAndEncode, RestoreFaces, Row, Stage, describe_error, split_video
 
 # Every clip row carries every field, so that Arrow blocks from different batches share one schema.
 ROW_DEFAULTS: dict[str, Any] = {
-    "video_id": "", "uri": "", "work_dir": "", "clip_index": -1, "clip_count": 0, "start": 0, "end": 0,
-    "scene": 0, "frames_in": 0, "fps_num": 0, "fps_den": 1, "width": 0, "height": 0, "duration_s": 0.0,
-    "bit_depth": 8, "has_audio": False, "tracks": 0, "faces": 0, "tracks_json": "[]", "faces_artifact": "",
-    "restored_artifact": "", "segment": "", "frames_out": 0, "weights": "", "error": "", "traceback": "",
-    "seconds_probe": 0.0, "seconds_faces": 0.0, "seconds_restore": 0.0, "seconds_encode": 0.0,
+    "video_id": "", "uri": "", "source": "", "work_dir": "", "clip_index": -1, "clip_count": 0,
+    "start": 0, "end": 0, "scene": 0, "frames_in": 0, "fps_num": 0, "fps_den": 1, "width": 0, "height": 0,
+    "duration_s": 0.0, "bit_depth": 8, "has_audio": False, "tracks": 0, "faces": 0, "tracks_json": "[]",
+    "faces_artifact": "", "restored_artifact": "", "segment": "", "frames_out": 0, "weights": "", "error": "",
+    "traceback": "", "seconds_probe": 0.0, "seconds_faces": 0.0, "seconds_restore": 0.0,
+    "seconds_encode": 0.0,
 }  # fmt: skip
 
 
@@ -152,13 +154,13 @@ def assemble_video(source: Row, clips: list[Row], output_dir: Path) -> VideoResu
     if not errors:
         output = output_dir / f"{source['video_id']}.mp4"
         try:
-            concat_clips([row["segment"] for row in clips], output, streams_from=source["uri"])
+            concat_clips([row["segment"] for row in clips], output, streams_from=first["source"])
             frames_out = probe(output).frame_count
             if frames_out != video["frames_in"]:
                 raise RuntimeError(f"the output has {frames_out} frames, the source {video['frames_in']}")
             video.update(output_uri=str(output), frames_out=frames_out)
         except Exception as error:
-            video.update(status="failed", error=f"assemble: {type(error).__name__}: {error}")
+            video.update(status="failed", error=f"assemble: {describe_error(error)}")
     video["seconds_encode"] += time.perf_counter() - start
     clip_rows = [clip_catalog_row(row) for row in clips if row["clip_index"] >= 0]
     track_rows = [
@@ -277,26 +279,38 @@ def run_archive(
 def plan_video(video: Row, settings: Settings, detector, sample_every_s: float = 1.0) -> Row:
     """Probe and scene-split a video, and estimate its face-frames from detections on sampled frames
     (about one per `sample_every_s` seconds of every clip)."""
-    from pipeline.media import probe, read_frames
-    from pipeline.scenes import split_scenes
+    from pipeline.storage import local_copy
 
     plan = {"video_id": video["video_id"], "uri": video["uri"], "frames": 0, "fps": "", "duration_s": 0.0,
             "clips": 0, "faces_estimate": 0, "error": ""}  # fmt: skip
     try:
-        info = probe(video["uri"])
-        clips = split_scenes(video["uri"], settings.scenes, info=info)
-        step = max(1, round(float(info.frame_rate) * sample_every_s))
-        estimate = 0.0
-        for clip in clips:
-            samples = list(range(clip.start, clip.end, step))
-            frames = [read_frames(video["uri"], i, i + 1)[0] for i in samples]
-            faces = [len(found) for found in detector.detect(frames)]
-            estimate += sum(faces) / len(faces) * clip.frame_count
-        plan.update(frames=info.frame_count, fps=f"{info.frame_rate.numerator}/{info.frame_rate.denominator}",
-                    duration_s=info.duration_s, clips=len(clips), faces_estimate=round(estimate))  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="dpt-plan-") as folder:
+            estimate = _plan_source(str(local_copy(video["uri"], folder)), settings, detector, sample_every_s)
+        plan.update(estimate)
     except Exception as error:
-        plan["error"] = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}"
+        plan["error"] = describe_error(error)
     return plan
+
+
+def _plan_source(path: str, settings: Settings, detector, sample_every_s: float) -> Row:
+    from pipeline.media import probe, read_frames
+    from pipeline.scenes import split_scenes
+
+    info = probe(path)
+    clips = split_scenes(path, settings.scenes, info=info)
+    step = max(1, round(float(info.frame_rate) * sample_every_s))
+    estimate = 0.0
+    for clip in clips:
+        frames = [read_frames(path, i, i + 1)[0] for i in range(clip.start, clip.end, step)]
+        faces = [len(found) for found in detector.detect(frames)]
+        estimate += sum(faces) / len(faces) * clip.frame_count
+    return {
+        "frames": info.frame_count,
+        "fps": f"{info.frame_rate.numerator}/{info.frame_rate.denominator}",
+        "duration_s": info.duration_s,
+        "clips": len(clips),
+        "faces_estimate": round(estimate),
+    }
 
 
 def plan_archive(

@@ -28,10 +28,15 @@ from pipeline.config import EncodeSettings, Settings
 Row = dict[str, Any]
 
 
+def describe_error(error: BaseException) -> str:
+    """`Type: first line of the message`, for catalogs and tables."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
 def failed(row: Row, stage: str, error: BaseException) -> Row:
     """The row, marked failed by `stage` with a one-line cause."""
-    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return {**row, "error": f"{stage}: {type(error).__name__}: {message}"}
+    return {**row, "error": f"{stage}: {describe_error(error)}"}
 
 
 def atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -92,25 +97,32 @@ class Stage:
 def split_video(video: Row, settings: Settings, work_root: str) -> list[Row]:
     """Probe a video and cut it into scene clips; one row per clip (or one failed row).
 
-    `video` holds `video_id` and `uri` (a local path). Every frame lands in exactly one clip.
+    `video` holds `video_id` and `uri` (a local path or an fsspec URL; a remote file is copied once into
+    the video's work folder, and later stages read that copy as `source`). Every frame lands in
+    exactly one clip.
     """
     from pipeline.media import probe
     from pipeline.scenes import split_scenes
+    from pipeline.storage import local_copy
 
+    work_dir = Path(work_root) / video["video_id"]
     base = {
         "video_id": video["video_id"],
         "uri": video["uri"],
+        "source": video["uri"],
         "clip_index": -1,
         "clip_count": 0,
-        "work_dir": str(Path(work_root) / video["video_id"]),
+        "work_dir": str(work_dir),
         "error": "",
     }
     start = time.perf_counter()
     try:
-        info = probe(video["uri"])
+        source = str(local_copy(video["uri"], work_dir / "source"))
+        base["source"] = source
+        info = probe(source)
         if info.frame_count < 1:
             raise ValueError("the video has no frames")
-        clips = split_scenes(video["uri"], settings.scenes, info=info)
+        clips = split_scenes(source, settings.scenes, info=info)
     except Exception as error:
         row = failed(base, "probe", error)
         row["seconds_probe"] = time.perf_counter() - start
@@ -165,7 +177,7 @@ class DetectFaces(Stage):
 
         if self.detector is None:
             self.setup()
-        frames = read_frames(row["uri"], row["start"], row["end"])
+        frames = read_frames(row["source"], row["start"], row["end"])
         tracks = track_faces(frames, self.detector, self.settings.faces, clip=str(row["clip_index"]))
         arrays: dict[str, np.ndarray] = {}
         summaries = []
@@ -315,7 +327,8 @@ class PasteAndEncode(Stage):
         rate = Fraction(row["fps_num"], row["fps_den"])
         encode = encode_settings_for(row, self.settings.encode)
         with VideoWriter(partial, row["width"], row["height"], rate, encode) as writer:
-            for first, frames in iter_frames(row["uri"], row["start"], row["end"], batch=self.decode_batch):
+            decoded = iter_frames(row["source"], row["start"], row["end"], batch=self.decode_batch)
+            for first, frames in decoded:
                 for offset in range(len(frames)):
                     faces = faces_by_frame.get(first - row["start"] + offset)
                     if faces:

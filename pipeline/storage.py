@@ -65,3 +65,23 @@ def _remove_quietly(fs: fsspec.AbstractFileSystem, path: str) -> None:
             fs.rm(path)
     except OSError:
         pass
+
+
+def local_copy(location: str | Path, folder: str | Path) -> Path:
+    """A local file for `location`: plain paths and file:// URLs as they are, other URLs copied once
+    into `folder` (under a temporary name, then renamed, so a half-copied file is never used)."""
+    if not is_url(location):
+        return Path(location)
+    fs, path = filesystem(location)
+    if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        return Path(path)
+    target = Path(folder) / Path(path).name
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+        try:
+            fs.get_file(path, str(partial))
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
+    return target

@@ -79,3 +79,15 @@ def test_encode_rule_for_odd_sizes_and_deep_sources(smoke):
     assert encode_settings_for(row, smoke.encode).pix_fmt == "yuv444p"
     assert encode_settings_for({**row, "width": 640, "bit_depth": 10}, smoke.encode).pix_fmt == "yuv420p10le"
     assert encode_settings_for({**row, "width": 640}, smoke.encode).pix_fmt == "yuv420p"
+
+
+def test_a_video_behind_an_s3_url_is_copied_once_and_split(face_clip, smoke, tmp_path, moto_s3):
+    import fsspec
+
+    fsspec.filesystem("s3").put_file(str(face_clip), "archive/films/lou.mp4")
+    video = {"video_id": "lou", "uri": "s3://archive/films/lou.mp4"}
+    clips = split_video(video, smoke, str(tmp_path / "work"))
+    assert clips[0]["error"] == "" and clips[0]["frames_in"] == 20
+    assert clips[0]["source"] == str(tmp_path / "work" / "lou" / "source" / "lou.mp4")
+    assert Path(clips[0]["source"]).read_bytes() == face_clip.read_bytes()
+    assert clips[0]["uri"] == video["uri"]
