@@ -1,7 +1,7 @@
 """Face-side benchmark: RetinaFace cost per frame at 720p/1080p, landmark jitter before/after smoothing.
 
     python -m pipeline.faces.bench --weights ../shared/weights/retinaface_mobile0.25.pth \
-        --footage ../shared/footage --out BENCHMARKS_faces.md
+        --footage ../shared/footage --out bench-results/faces-cpu.md
 """
 from __future__ import annotations
 
