@@ -15,9 +15,8 @@ def test_cpu_benchmark_reports_speedup_and_equality(tmp_path, capsys):
 
 def test_gpu_benchmark_code_paths_run_on_the_cpu(tmp_path):
     out = tmp_path / "model-gpu.md"
-    bench_gpu.main(
-        ["--device", "cpu", "--model", "tiny", "--batches", "1", "2", "--clip-frames", "12", "--out", str(out)]
-    )
+    args = ["--device", "cpu", "--model", "tiny", "--batches", "1", "2", "--clip-frames", "12"]
+    bench_gpu.main([*args, "--out", str(out)])
     text = out.read_text()
     assert "| upstream schedule | fp32 | 1 |" in text
     assert "| engine | bf16 | 2 |" in text
