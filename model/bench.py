@@ -91,6 +91,15 @@ def run_side(side: str, model_name: str, frames_path: Path, out_path: Path, batc
     return {"seconds": seconds, "peak_rss_gb": peak_gb, "threads": torch.get_num_threads()}
 
 
+def emit(lines: list[str], out: Path | None) -> None:
+    """Print a markdown section, and keep it in `out` when given."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+
+
 def equality(a: np.ndarray, b: np.ndarray) -> str:
     diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
     if not diff.any():
@@ -171,11 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         f"- FLOPs: encoder {flops['encoder_per_frame'] / 1e9:.0f} GFLOP per frame, the rest "
         f"{flops['rest_per_window'] / 1e12:.2f} TFLOP per window",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

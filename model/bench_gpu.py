@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.bench import flops_per_output_frame, load_frames
+from model.bench import emit, flops_per_output_frame, load_frames
 from model.engine import RestorationEngine
 from model.parity import psnr_db
 from model.registry import build_model
@@ -140,11 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     lines += ["", "| precision | PSNR vs fp32 (dB) | token agreement vs fp32 |", "|---|---|---|"]
     lines += [f"| {p} | {db:.1f} | {agreement:.4f} |" for p, db, agreement in drift]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":
