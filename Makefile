@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # torch is installed only when the venv has none, so a user's own torch build is never replaced.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test lint bench bench-gpu demo clean
+.PHONY: setup test lint bench bench-pipeline bench-gpu demo clean
 
 setup:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ bench:
 	$(PY) -m model.bench --model official --frames 16 --out bench-results/model-cpu.md
 	$(PY) -m pipeline.faces.bench --weights $(SHARED)/weights/retinaface_mobile0.25.pth \
 		--footage $(SHARED)/footage --frames 32 --out bench-results/faces-cpu.md
+
+# Long (about half an hour on 2 cores): 1- and 4-minute 720p films through the whole pipeline.
+bench-pipeline:
+	$(PY) -m pipeline.bench --footage $(SHARED)/footage --weights $(SHARED)/weights/retinaface_mobile0.25.pth \
+		--minutes 1 4 --out bench-results/pipeline-cpu.md
 
 bench-gpu:
 	$(PY) -m model.bench_gpu --out bench-results/model-gpu.md
