@@ -191,6 +191,7 @@ def check_local_files(settings: Settings) -> None:
     for key, value in (
         ("model.weights", settings.model.weights),
         ("faces.detector_weights", settings.faces.detector_weights),
+        ("faces.parsing_weights", settings.faces.parsing_weights),
     ):
         if value is None or "://" in value or value.startswith(SYNTHETIC_PREFIX):
             continue

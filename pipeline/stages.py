@@ -290,8 +290,9 @@ def encode_settings_for(row: Row, encode: EncodeSettings) -> EncodeSettings:
     return replace(encode, pix_fmt=pix_fmt)
 
 
-def restored_faces_by_frame(artifact: str) -> dict[int, list]:
-    """The restored crops of a clip's artifact as PastedFaces, keyed by clip-relative frame."""
+def restored_faces_by_frame(artifact: str, parser=None) -> dict[int, list]:
+    """The restored crops of a clip's artifact as PastedFaces, keyed by clip-relative frame; with a
+    FaceParser, each limited to its parsed face."""
     from pipeline.faces import PastedFace
 
     restored = np.load(artifact)
@@ -301,8 +302,9 @@ def restored_faces_by_frame(artifact: str) -> dict[int, list]:
             continue
         track = key.removeprefix("restored_")
         crops, affines, frames = restored[key], restored[f"affines_{track}"], restored[f"frames_{track}"]
-        for crop, affine, frame in zip(crops, affines, frames, strict=True):
-            by_frame.setdefault(int(frame), []).append(PastedFace(crop, affine))
+        masks = parser.masks(crops) if parser is not None else [None] * len(crops)
+        for crop, affine, frame, mask in zip(crops, affines, frames, masks, strict=True):
+            by_frame.setdefault(int(frame), []).append(PastedFace(crop, affine, mask))
     return by_frame
 
 
@@ -315,13 +317,20 @@ class PasteAndEncode(Stage):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.parser = None
+
+    def setup(self) -> None:
+        if self.settings.faces.parsing_weights:
+            from pipeline.faces.parse import FaceParser
+
+            self.parser = FaceParser(self.settings.faces.parsing_weights)
 
     def process_row(self, row: Row) -> Row:
         from pipeline.faces import paste_faces
         from pipeline.media import VideoWriter, iter_frames
 
         artifact = row.get("restored_artifact")
-        faces_by_frame = restored_faces_by_frame(artifact) if artifact else {}
+        faces_by_frame = restored_faces_by_frame(artifact, self.parser) if artifact else {}
         segment = clip_work_path(row, ".mp4")
         partial = segment.with_name(f".{segment.name}.partial.mp4")
         rate = Fraction(row["fps_num"], row["fps_den"])

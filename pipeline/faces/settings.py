@@ -32,6 +32,8 @@ class FaceSettings:
             it is a false detection on a face (a forehead, say), and pasting it would deface it.
         smoothing: temporal filter of the landmarks along a track: "savgol", "gaussian" or "none".
         smoothing_window: filter length in frames (odd; shortened on short tracks).
+        parsing_weights: path of facexlib's ParseNet state dict (parsing_parsenet.pth); when set,
+            paste-back is limited to the parsed face (hair, neck and background keep the source).
     """
 
     detector: str = "retinaface_resnet50"
@@ -48,6 +50,7 @@ class FaceSettings:
     max_face_overlap: float = 0.5
     smoothing: str = "savgol"
     smoothing_window: int = 9
+    parsing_weights: str | None = None
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTOR_NAMES:
