@@ -67,11 +67,14 @@ def test_tiny_window_shapes_and_token_ranges():
 def test_windows_of_a_batch_are_independent():
     tiny = build_model("tiny")
     fill_synthetic_(tiny, seed=2)
-    frames = torch.rand(3, 8, 3, 512, 512) * 2 - 1
+    frames = torch.rand(3, 8, 3, 512, 512, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.inference_mode():
-        together = tiny(frames).frames
-        alone = tiny(frames[1:2]).frames
-    torch.testing.assert_close(together[1:2], alone, atol=1e-4, rtol=1e-4)
+        together = tiny(frames)
+        alone = tiny(frames[1:2])
+    # the same codes are chosen; pixels differ only by float rounding of batched kernels
+    assert torch.equal(together.tokens[1:2], alone.tokens)
+    assert torch.equal(together.motion_tokens[1:2], alone.motion_tokens)
+    torch.testing.assert_close(together.frames[1:2], alone.frames, atol=2e-3, rtol=1e-3)
 
 
 def test_packed_attention_computes_torch_multihead_attention():
