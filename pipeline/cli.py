@@ -262,7 +262,7 @@ def run_command(manifest_path: str, output: Path, config, overrides, address, li
     bad manifest, setting or option (nothing is started then).
     """
     from pipeline.manifest import ManifestError, read_manifest
-    from pipeline.run import format_plan, format_summary, plan_archive, run_manifest
+    from pipeline.run import SetupError, format_plan, format_summary, plan_archive, run_manifest
 
     settings = load_cli_settings(config, overrides)
     try:
@@ -277,7 +277,10 @@ def run_command(manifest_path: str, output: Path, config, overrides, address, li
         click.echo("\n".join(format_plan(plans)))
         return
     click.echo(f"restoring {len(manifest)} videos into {output}", err=True)
-    summary = run_manifest(manifest, output, settings, address, report=partial(click.echo, err=True))
+    try:
+        summary = run_manifest(manifest, output, settings, address, report=partial(click.echo, err=True))
+    except SetupError as error:
+        raise click.UsageError(str(error)) from None
     click.echo("\n".join(format_summary(summary)))
     if summary.failed:
         sys.exit(1)

@@ -207,6 +207,25 @@ class RunSummary:
         return sum(1 for video in self.videos if video["status"] == "failed")
 
 
+class SetupError(ValueError):
+    """The run cannot start: its weights or devices are not there. Nothing was processed."""
+
+
+def preflight(settings: Settings, plan: ClusterPlan) -> None:
+    """Check on the driver what every actor will need, so that a missing file or device stops the run
+    with one clear message before any work, instead of failing actor after actor."""
+    from model.weights import WeightsError, resolve_weights
+    from pipeline.faces import DetectorWeightsError, FaceDetector
+
+    if settings.model.device == "cuda" and not plan.restore_on_gpu:
+        raise SetupError("model.device is 'cuda' but the Ray cluster has no GPU; use 'auto' or 'cpu'")
+    try:
+        resolve_weights(settings.model.weights)
+        FaceDetector.from_settings(settings.faces)
+    except (WeightsError, DetectorWeightsError) as error:
+        raise SetupError(str(error)) from None
+
+
 def init_ray(address: str | None) -> None:
     """Connect to a cluster at `address`, or start an embedded local Ray."""
     import ray
@@ -235,10 +254,11 @@ def run_archive(
 
     started = time.perf_counter()
     output = Path(output)
-    (output / "videos").mkdir(parents=True, exist_ok=True)
     work_root = output / "work"
     init_ray(address)
     plan = plan_cluster(ray.cluster_resources())
+    preflight(settings, plan)
+    (output / "videos").mkdir(parents=True, exist_ok=True)
     if not plan.restore_on_gpu:
         report("no GPU in the Ray cluster: DP-TempCoh runs on CPU actors")
     sources = {video["video_id"]: video for video in videos}

@@ -159,3 +159,21 @@ def test_a_manifest_without_uri_is_refused_before_any_work(tmp_path):
     assert result.exit_code == 2
     assert "uri" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_gpu_setting_without_a_gpu_stops_before_any_work(demo_archive, shared_dir, tmp_path, ray_session):
+    out = tmp_path / "out"
+    result = run_cli("--manifest", str(demo_archive), "--output", str(out), *smoke_args(shared_dir),
+                     "--set", "model.device=cuda")  # fmt: skip
+    assert result.exit_code == 2
+    assert "model.device is 'cuda' but the Ray cluster has no GPU" in result.output
+    assert not out.exists()
+
+
+def test_offline_without_weights_names_the_file_and_the_fix(demo_archive, tmp_path, monkeypatch, ray_session):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("DPT_CACHE_DIR", str(tmp_path / "cache"))
+    result = run_cli("--manifest", str(demo_archive), "--output", str(tmp_path / "out"),
+                     "--set", "faces.detector=retinaface_mobile0.25")  # fmt: skip
+    assert result.exit_code == 2
+    assert "net_g_v1.pth" in result.output and "dpt-batch weights download" in result.output
