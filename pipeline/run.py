@@ -207,6 +207,12 @@ class RunSummary:
         return sum(1 for video in self.videos if video["status"] == "failed")
 
 
+def progress_line(clips_done: int, videos_done: int, videos: int, pending: dict[str, list[Row]]) -> str:
+    """One line of progress while clips come in: counts, and each unfinished video's clips so far."""
+    in_flight = ", ".join(f"{name} {len(rows)}/{rows[0]['clip_count']}" for name, rows in pending.items())
+    return f"... {clips_done} clips done, {videos_done}/{videos} videos; in flight (clips): {in_flight}"
+
+
 class SetupError(ValueError):
     """The run cannot start: its weights or devices are not there. Nothing was processed."""
 
@@ -248,8 +254,12 @@ def run_archive(
     settings: Settings,
     address: str | None = None,
     report: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    progress_every_s: float = 30.0,
 ) -> RunSummary:
-    """Restore every video of `videos` (rows with video_id and uri) into `output`."""
+    """Restore every video of `videos` (rows with video_id and uri) into `output`.
+
+    `report` gets a line per finished video, and a progress line at most every `progress_every_s`
+    seconds while clips of unfinished videos come in."""
     import ray
 
     started = time.perf_counter()
@@ -264,11 +274,16 @@ def run_archive(
     sources = {video["video_id"]: video for video in videos}
     pending: dict[str, list[Row]] = {}
     results: list[VideoResult] = []
+    clips_done, last_progress = 0, time.perf_counter()
     for row in build_dataset(videos, settings, str(work_root), plan).iter_rows():
         row = complete_row(dict(row))
         clips = pending.setdefault(row["video_id"], [])
         clips.append(row)
+        clips_done += row["clip_index"] >= 0
         if row["clip_index"] >= 0 and len(clips) < int(row["clip_count"]):
+            if time.perf_counter() - last_progress >= progress_every_s:
+                last_progress = time.perf_counter()
+                report(progress_line(clips_done, len(results), len(videos), pending))
             continue
         result = assemble_video(sources[row["video_id"]], pending.pop(row["video_id"]), output / "videos")
         results.append(result)

@@ -177,3 +177,10 @@ def test_offline_without_weights_names_the_file_and_the_fix(demo_archive, tmp_pa
                      "--set", "faces.detector=retinaface_mobile0.25")  # fmt: skip
     assert result.exit_code == 2
     assert "net_g_v1.pth" in result.output and "dpt-batch weights download" in result.output
+
+
+def test_progress_line_counts_clips_of_videos_in_flight():
+    from pipeline.run import progress_line
+
+    pending = {"reel_1": [{"clip_count": 40}] * 12, "reel_2": [{"clip_count": 9}]}
+    assert progress_line(30, 2, 5, pending) == "... 30 clips done, 2/5 videos; in flight (clips): reel_1 12/40, reel_2 1/9"
