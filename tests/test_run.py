@@ -183,4 +183,5 @@ def test_progress_line_counts_clips_of_videos_in_flight():
     from pipeline.run import progress_line
 
     pending = {"reel_1": [{"clip_count": 40}] * 12, "reel_2": [{"clip_count": 9}]}
-    assert progress_line(30, 2, 5, pending) == "... 30 clips done, 2/5 videos; in flight (clips): reel_1 12/40, reel_2 1/9"
+    line = progress_line(30, 2, 5, pending)
+    assert line == "... 30 clips done, 2/5 videos; in flight (clips): reel_1 12/40, reel_2 1/9"
