@@ -264,6 +264,7 @@ class RestoreFaces(Stage):
                 artifact = clip_work_path(rows[i], ".restored.npz")
                 atomic_savez(artifact, by_clip[i])
                 out[i]["restored_artifact"] = str(artifact)
+                Path(rows[i]["faces_artifact"]).unlink(missing_ok=True)  # consumed: disk stays bounded
         except Exception as error:
             for i in todo:
                 out[i] = failed(out[i], self.name, error)
@@ -344,4 +345,6 @@ class PasteAndEncode(Stage):
                         frames[offset] = paste_faces(frames[offset], faces)
                 writer.write(frames)
         os.replace(partial, segment)
+        if artifact:
+            Path(artifact).unlink(missing_ok=True)  # consumed: only the encoded segment stays
         return {**row, "segment": str(segment), "frames_out": writer.frames_written}

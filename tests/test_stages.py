@@ -91,3 +91,11 @@ def test_a_video_behind_an_s3_url_is_copied_once_and_split(face_clip, smoke, tmp
     assert clips[0]["source"] == str(tmp_path / "work" / "lou" / "source" / "lou.mp4")
     assert Path(clips[0]["source"]).read_bytes() == face_clip.read_bytes()
     assert clips[0]["uri"] == video["uri"]
+
+
+def test_crop_artifacts_are_removed_once_consumed(face_clip, smoke, tmp_path):
+    clips = split_video({"video_id": "lou", "uri": str(face_clip)}, smoke, str(tmp_path / "work"))
+    rows = run_stages(clips, smoke)
+    assert rows[0]["error"] == ""
+    assert rows[0]["faces_artifact"] and rows[0]["restored_artifact"]
+    assert sorted(p.name for p in (tmp_path / "work" / "lou").iterdir() if p.is_file()) == ["clip_00000.mp4"]
