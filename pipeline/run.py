@@ -77,7 +77,7 @@ def plan_cluster(resources: dict[str, float]) -> ClusterPlan:
         gpus=gpus,
         cpus=cpus,
         faces_actors=max(1, spare // 2),
-        restore_actors=max(1, gpus) if gpus else 1,
+        restore_actors=max(1, gpus),
         encode_actors=max(1, spare // 4),
     )
 
@@ -93,7 +93,8 @@ def build_dataset(videos: list[Row], settings: Settings, work_root: str, plan: C
     dataset = dataset.map(complete_row)
     dataset = dataset.map_batches(
         StageActor, fn_constructor_args=(DetectFaces, settings), batch_size=1, batch_format="pandas",
-        compute=ActorPoolStrategy(min_size=1, max_size=plan.faces_actors), num_cpus=1,
+        compute=ActorPoolStrategy(min_size=1, max_size=plan.faces_actors),
+        num_cpus=DetectFaces.resources.cpus,
     )  # fmt: skip
     dataset = dataset.map_batches(
         StageActor, fn_constructor_args=(RestoreFaces, settings, gpus_per_actor),
@@ -103,7 +104,8 @@ def build_dataset(videos: list[Row], settings: Settings, work_root: str, plan: C
     )  # fmt: skip
     return dataset.map_batches(
         StageActor, fn_constructor_args=(PasteAndEncode, settings), batch_size=1, batch_format="pandas",
-        compute=ActorPoolStrategy(min_size=1, max_size=plan.encode_actors), num_cpus=1,
+        compute=ActorPoolStrategy(min_size=1, max_size=plan.encode_actors),
+        num_cpus=PasteAndEncode.resources.cpus,
     )  # fmt: skip
 
 
