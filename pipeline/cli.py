@@ -261,6 +261,7 @@ def run_command(manifest_path: str, output: Path, config, overrides, address, li
     Exit status: 0 when every video is done, 1 when any failed (see catalog/videos.parquet), 2 for a
     bad manifest, setting or option (nothing is started then).
     """
+    from pipeline.lock import RunLockedError
     from pipeline.manifest import ManifestError, read_manifest
     from pipeline.run import SetupError, format_plan, format_summary, plan_archive, run_manifest
 
@@ -279,7 +280,7 @@ def run_command(manifest_path: str, output: Path, config, overrides, address, li
     click.echo(f"restoring {len(manifest)} videos into {output}", err=True)
     try:
         summary = run_manifest(manifest, output, settings, address, report=partial(click.echo, err=True))
-    except SetupError as error:
+    except (SetupError, RunLockedError) as error:
         raise click.UsageError(str(error)) from None
     click.echo("\n".join(format_summary(summary)))
     if summary.failed:

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.config import Settings
+from pipeline.lock import RunLock
 from pipeline.stages import DetectFaces, PasteAndEncode, RestoreFaces, Row, Stage, describe_error, split_video
 
 # Every clip row carries every field, so that Arrow blocks from different batches share one schema.
@@ -234,6 +235,16 @@ def preflight(settings: Settings, plan: ClusterPlan) -> None:
         raise SetupError(str(error)) from None
 
 
+def prepare(settings: Settings, address: str | None) -> ClusterPlan:
+    """Connect to Ray, map the stages onto its resources, and check what the actors will need."""
+    import ray
+
+    init_ray(address)
+    plan = plan_cluster(ray.cluster_resources())
+    preflight(settings, plan)
+    return plan
+
+
 def init_ray(address: str | None) -> None:
     """Connect to a cluster at `address`, or start an embedded local Ray."""
     import ray
@@ -257,19 +268,17 @@ def run_archive(
     address: str | None = None,
     report: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
     progress_every_s: float = 30.0,
+    plan: ClusterPlan | None = None,
 ) -> RunSummary:
     """Restore every video of `videos` (rows with video_id and uri) into `output`.
 
     `report` gets a line per finished video, and a progress line at most every `progress_every_s`
     seconds while clips of unfinished videos come in."""
-    import ray
 
     started = time.perf_counter()
     output = Path(output)
     work_root = output / "work"
-    init_ray(address)
-    plan = plan_cluster(ray.cluster_resources())
-    preflight(settings, plan)
+    plan = plan or prepare(settings, address)
     (output / "videos").mkdir(parents=True, exist_ok=True)
     if not plan.restore_on_gpu:
         report("no GPU in the Ray cluster: DP-TempCoh runs on CPU actors")
@@ -394,10 +403,14 @@ def run_manifest(
 
     started = time.time()
     videos = [{"video_id": v, "uri": u} for v, u in zip(manifest["video_id"], manifest["uri"], strict=True)]
-    summary = run_archive(videos, output, settings, address=address, report=report)
-    write_catalog(str(output), summary.videos, summary.clips, summary.tracks, manifest)
-    weights = next((v["weights"] for v in summary.videos if v["weights"]), settings.model.weights or "")
-    write_run_record(str(output), run_record(settings, weights, started, time.time()))
+    plan = prepare(settings, address)
+    with RunLock(output) as lock:
+        if lock.stale_owner:
+            report(f"the lock of a run that is gone was taken over: {lock.stale_owner}")
+        summary = run_archive(videos, output, settings, address=address, report=report, plan=plan)
+        write_catalog(str(output), summary.videos, summary.clips, summary.tracks, manifest)
+        weights = next((v["weights"] for v in summary.videos if v["weights"]), settings.model.weights or "")
+        write_run_record(str(output), run_record(settings, weights, started, time.time()))
     return summary
 
 

@@ -185,3 +185,19 @@ def test_progress_line_counts_clips_of_videos_in_flight():
     pending = {"reel_1": [{"clip_count": 40}] * 12, "reel_2": [{"clip_count": 9}]}
     line = progress_line(30, 2, 5, pending)
     assert line == "... 30 clips done, 2/5 videos; in flight (clips): reel_1 12/40, reel_2 1/9"
+
+
+def test_a_second_run_on_a_live_output_is_refused(demo_archive, shared_dir, tmp_path, ray_session):
+    import json
+    import os
+    import socket
+
+    from pipeline.lock import LOCK_FILE
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": 0}))
+    result = run_cli("--manifest", str(demo_archive), "--output", str(out), *smoke_args(shared_dir))
+    assert result.exit_code == 2
+    assert "in use by a live run" in result.output
+    assert not (out / "videos").exists()
