@@ -86,8 +86,15 @@ def plan_cluster(resources: dict[str, float]) -> ClusterPlan:
 def build_dataset(videos: list[Row], settings: Settings, work_root: str, plan: ClusterPlan):
     """The run as a Ray Data dataset of finished clip rows (lazy until iterated)."""
     import ray
-    from ray.data import ActorPoolStrategy
+    from ray.data import ActorPoolStrategy, DataContext
 
+    context = DataContext.get_current()
+    # Rows are small records; a block per row lets each clip stream through the stages on its own and
+    # spread over a pool's actors (otherwise a video's clips travel as one block, stage by stage).
+    context.target_max_block_size = 1
+    # One clip of the official network on a CPU can take longer than Ray's default 30 minutes without
+    # output; dead workers are still detected by Ray itself.
+    context.execution_no_progress_timeout_s = -1
     gpus_per_actor = 1.0 if plan.restore_on_gpu else 0.0
     dataset = ray.data.from_items(videos)
     dataset = dataset.flat_map(split_video, fn_kwargs={"settings": settings, "work_root": work_root})
