@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.faces_report import TRACK_SCHEMA
+from pipeline.faults import fault_point
 from pipeline.storage import filesystem, join, write_atomically
 
 CATALOG_DIR = "catalog"
@@ -167,7 +168,11 @@ def write_catalog(
         CLIPS_FILE: _table(CLIPS_FILE, CLIPS_SCHEMA, clips_rows),
         TRACKS_FILE: _table(TRACKS_FILE, TRACKS_SCHEMA, tracks_rows),
     }
-    return {name: write_parquet(table, catalog_path(out, name)) for name, table in tables.items()}
+    written = {}
+    for name, table in tables.items():
+        written[name] = write_parquet(table, catalog_path(out, name))
+        fault_point("catalog")
+    return written
 
 
 def write_parquet(table: pa.Table, location: str) -> str:

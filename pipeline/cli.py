@@ -248,18 +248,29 @@ def manifest_check(manifest: str) -> None:
 @main.command("run")
 @click.option("--manifest", "manifest_path", required=True, metavar="PARQUET",
               help="Manifest of the videos to restore (uri, optional video_id); see `dpt-batch manifest`.")
-@click.option("--output", "output", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder: videos/, catalog/ and run.json are written there.")
+@click.option("--output", "output", required=True, metavar="FOLDER|URL",
+              help="Output folder or URL (s3://bucket/run): videos/, catalog/, state/ and run.json go there.")
 @settings_options
 @click.option("--address", default=None, metavar="ADDRESS",
               help="Ray cluster to run on (e.g. auto or ray://HEAD:10001); default: an embedded local Ray.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Restore only the first N videos.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (videos, clips, face-frames estimate); stop.")
-def run_command(manifest_path: str, output: Path, config, overrides, address, limit, dry_run) -> None:
+@click.option("--retry-failed", is_flag=True,
+              help="Process again the videos an earlier run on this output recorded as failed.")
+@click.option("--work-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for intermediate files (default OUTPUT/work; for a URL output, a folder "
+                   "under the cache named after it).")
+def run_command(
+    manifest_path: str, output: str, config, overrides, address, limit, dry_run, retry_failed, work_dir
+) -> None:
     """Restore the faces of every video in a manifest.
 
+    Rerunning the same command on the same output goes on where an earlier (killed) run stopped:
+    finished clips and videos are kept, failed videos too unless --retry-failed, and anything made
+    under other settings or from a changed source file is done again.
+
     Exit status: 0 when every video is done, 1 when any failed (see catalog/videos.parquet), 2 for a
-    bad manifest, setting or option (nothing is started then).
+    bad manifest, setting or option, or an output in use by a live run (nothing is started then).
     """
     from pipeline.lock import RunLockedError
     from pipeline.manifest import ManifestError, read_manifest
@@ -279,7 +290,8 @@ def run_command(manifest_path: str, output: Path, config, overrides, address, li
         return
     click.echo(f"restoring {len(manifest)} videos into {output}", err=True)
     try:
-        summary = run_manifest(manifest, output, settings, address, report=partial(click.echo, err=True))
+        summary = run_manifest(manifest, output, settings, address, report=partial(click.echo, err=True),
+                               retry_failed=retry_failed, work_root=work_dir)  # fmt: skip
     except (SetupError, RunLockedError) as error:
         raise click.UsageError(str(error)) from None
     click.echo("\n".join(format_summary(summary)))

@@ -9,12 +9,15 @@ with film length or archive size.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -26,6 +29,7 @@ import pandas as pd
 from pipeline.config import Settings
 from pipeline.lock import RunLock
 from pipeline.stages import DetectFaces, PasteAndEncode, RestoreFaces, Row, Stage, describe_error, split_video
+from pipeline.storage import join
 
 # Every clip row carries every field, so that Arrow blocks from different batches share one schema.
 ROW_DEFAULTS: dict[str, Any] = {
@@ -34,8 +38,9 @@ ROW_DEFAULTS: dict[str, Any] = {
     "duration_s": 0.0, "bit_depth": 8, "has_audio": False, "tracks": 0, "faces": 0, "tracks_json": "[]",
     "faces_artifact": "", "restored_artifact": "", "segment": "", "frames_out": 0, "weights": "", "error": "",
     "traceback": "", "seconds_probe": 0.0, "seconds_faces": 0.0, "seconds_restore": 0.0,
-    "seconds_encode": 0.0,
+    "seconds_encode": 0.0, "clip_key": "", "resumed": False, "run_id": "",
 }  # fmt: skip
+
 
 
 def complete_row(row: Row) -> Row:
@@ -83,8 +88,11 @@ def plan_cluster(resources: dict[str, float]) -> ClusterPlan:
     )
 
 
-def build_dataset(videos: list[Row], settings: Settings, work_root: str, plan: ClusterPlan):
-    """The run as a Ray Data dataset of finished clip rows (lazy until iterated)."""
+def build_dataset(videos: list[Row], settings: Settings, work_root: str, plan: ClusterPlan, output: str = ""):
+    """The run as a Ray Data dataset of finished clip rows (lazy until iterated).
+
+    With `output`, clips finished by an earlier run pass through as recorded, and each newly finished
+    clip is recorded there (`pipeline.state`)."""
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
@@ -95,9 +103,15 @@ def build_dataset(videos: list[Row], settings: Settings, work_root: str, plan: C
     # One clip of the official network on a CPU can take longer than Ray's default 30 minutes without
     # output; dead workers are still detected by Ray itself.
     context.execution_no_progress_timeout_s = -1
+    # Ray restarts dead actors and retries their tasks without limit; the stages themselves fail a clip
+    # that killed its worker MAX_ATTEMPTS times (pipeline.stages.count_attempt). A block that errors
+    # anyway is dropped rather than fatal, and the driver fails its video with the clips it lost.
+    context.max_errored_blocks = -1
     gpus_per_actor = 1.0 if plan.restore_on_gpu else 0.0
     dataset = ray.data.from_items(videos)
-    dataset = dataset.flat_map(split_video, fn_kwargs={"settings": settings, "work_root": work_root})
+    dataset = dataset.flat_map(
+        split_video, fn_kwargs={"settings": settings, "work_root": work_root, "output": output}
+    )
     dataset = dataset.map(complete_row)
     dataset = dataset.map_batches(
         StageActor, fn_constructor_args=(DetectFaces, settings), batch_size=1, batch_format="pandas",
@@ -111,8 +125,8 @@ def build_dataset(videos: list[Row], settings: Settings, work_root: str, plan: C
         num_cpus=0 if plan.restore_on_gpu else 1, num_gpus=gpus_per_actor,
     )  # fmt: skip
     return dataset.map_batches(
-        StageActor, fn_constructor_args=(PasteAndEncode, settings), batch_size=1, batch_format="pandas",
-        compute=ActorPoolStrategy(min_size=1, max_size=plan.encode_actors),
+        StageActor, fn_constructor_args=(PasteAndEncode, settings, output), batch_size=1,
+        batch_format="pandas", compute=ActorPoolStrategy(min_size=1, max_size=plan.encode_actors),
         num_cpus=PasteAndEncode.resources.cpus,
     )  # fmt: skip
 
@@ -130,14 +144,19 @@ class VideoResult:
     tracks: list[Row] = field(default_factory=list)
 
 
-def assemble_video(source: Row, clips: list[Row], output_dir: Path) -> VideoResult:
-    """Join a video's encoded clips with the source's audio/subtitles and check the frame count."""
+def assemble_video(source: Row, clips: list[Row], videos_dir: str | Path, error: str = "") -> VideoResult:
+    """Join a video's encoded clips with the source's audio/subtitles, check the frame count, and
+    publish the film as `videos_dir`/VIDEO_ID.mp4 (a local folder or URL; it appears whole or not at
+    all). `error` fails the video whatever its clips say (e.g. clips lost to dying workers)."""
+    from pipeline.faults import fault_point
     from pipeline.media import concat_clips, probe
+    from pipeline.storage import join, publish_file
 
     clips = sorted(clips, key=lambda row: row["clip_index"])
     first = clips[0]
     fps = Fraction(int(first["fps_num"]), int(first["fps_den"])) if first["fps_num"] else Fraction(0)
-    errors = [row["error"] for row in clips if row["error"]]
+    errors = [error] if error else []
+    errors += [row["error"] for row in clips if row["error"]]
     video = {
         "video_id": source["video_id"],
         "uri": source["uri"],
@@ -162,15 +181,18 @@ def assemble_video(source: Row, clips: list[Row], output_dir: Path) -> VideoResu
     }
     start = time.perf_counter()
     if not errors:
-        output = output_dir / f"{source['video_id']}.mp4"
+        joined = Path(first["work_dir"]) / f"joined_{source['video_id']}.mp4"
         try:
-            concat_clips([row["segment"] for row in clips], output, streams_from=first["source"])
-            frames_out = probe(output).frame_count
+            concat_clips([row["segment"] for row in clips], joined, streams_from=first["source"])
+            frames_out = probe(joined).frame_count
             if frames_out != video["frames_in"]:
                 raise RuntimeError(f"the output has {frames_out} frames, the source {video['frames_in']}")
-            video.update(output_uri=str(output), frames_out=frames_out)
-        except Exception as error:
-            video.update(status="failed", error=f"assemble: {describe_error(error)}")
+            fault_point("assemble", source["video_id"])
+            output = publish_file(joined, join(videos_dir, f"{source['video_id']}.mp4"))
+            video.update(output_uri=output, frames_out=frames_out)
+        except Exception as failure:
+            video.update(status="failed", error=f"assemble: {describe_error(failure)}")
+            joined.unlink(missing_ok=True)
     video["seconds_encode"] += time.perf_counter() - start
     clip_rows = [clip_catalog_row(row) for row in clips if row["clip_index"] >= 0]
     track_rows = [
@@ -209,17 +231,20 @@ class RunSummary:
     clips: list[Row]
     tracks: list[Row]
     seconds: float
-    output: Path
+    output: str
     restore_on_gpu: bool
+    reused: int = 0  # videos whose records from an earlier run were kept
 
     @property
     def failed(self) -> int:
         return sum(1 for video in self.videos if video["status"] == "failed")
 
 
-def progress_line(clips_done: int, videos_done: int, videos: int, pending: dict[str, list[Row]]) -> str:
+def progress_line(clips_done: int, videos_done: int, videos: int, pending: dict[str, dict[int, Row]]) -> str:
     """One line of progress while clips come in: counts, and each unfinished video's clips so far."""
-    in_flight = ", ".join(f"{name} {len(rows)}/{rows[0]['clip_count']}" for name, rows in pending.items())
+    in_flight = ", ".join(
+        f"{name} {len(rows)}/{next(iter(rows.values()))['clip_count']}" for name, rows in pending.items()
+    )
     return f"... {clips_done} clips done, {videos_done}/{videos} videos; in flight (clips): {in_flight}"
 
 
@@ -268,60 +293,158 @@ def init_ray(address: str | None) -> None:
     DataContext.get_current().enable_progress_bars = False
 
 
+def default_work_root(output: str | Path) -> Path:
+    """OUT/work for a local output; for a URL, a local folder under the cache named after the URL."""
+    from model.weights import cache_dir_from_env
+    from pipeline.storage import is_url
+
+    if not is_url(output):
+        return Path(output) / "work"
+    digest = hashlib.sha256(str(output).encode()).hexdigest()[:16]
+    return cache_dir_from_env() / "work" / digest
+
+
+def reusable(record: Row, key: str, retry_failed: bool) -> bool:
+    """Whether an earlier run's record of a video stands: same key, and done with its film still in
+    place, or failed (unless failures are to be retried)."""
+    from pipeline.storage import exists
+
+    if record["key"] != key:
+        return False
+    video = record["video"]
+    if video["status"] == "done":
+        return bool(video["output_uri"]) and exists(video["output_uri"])
+    return not retry_failed
+
+
+class CatalogWriter:
+    """Rewrites OUT/catalog from every finished video's rows, at most every `every_s` seconds (and
+    when forced), in the manifest's order."""
+
+    def __init__(self, output: str, order: list[str], manifest: pd.DataFrame | None, every_s: float) -> None:
+        self.output, self.manifest, self.every_s = output, manifest, every_s
+        self.order = {video_id: index for index, video_id in enumerate(order)}
+        self.last = -math.inf
+
+    def write(self, results: dict[str, VideoResult], force: bool = False) -> None:
+        from pipeline.catalog import write_catalog
+
+        if not force and time.perf_counter() - self.last < self.every_s:
+            return
+        ordered = sorted(results.values(), key=lambda result: self.order[result.video["video_id"]])
+        write_catalog(
+            self.output,
+            [result.video for result in ordered],
+            [row for result in ordered for row in result.clips],
+            [row for result in ordered for row in result.tracks],
+            self.manifest,
+        )
+        self.last = time.perf_counter()
+
+
 def run_archive(
     videos: list[Row],
-    output: Path,
+    output: str | Path,
     settings: Settings,
     address: str | None = None,
     report: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
     progress_every_s: float = 30.0,
     plan: ClusterPlan | None = None,
+    retry_failed: bool = False,
+    work_root: str | Path | None = None,
+    manifest: pd.DataFrame | None = None,
+    catalog_every_s: float = 60.0,
 ) -> RunSummary:
-    """Restore every video of `videos` (rows with video_id and uri) into `output`.
+    """Restore every video of `videos` (rows with video_id and uri) into `output` (a folder or URL).
 
-    `report` gets a line per finished video, and a progress line at most every `progress_every_s`
-    seconds while clips of unfinished videos come in."""
+    What an earlier run on `output` finished under the same settings and sources is kept (failed videos
+    too, unless `retry_failed`); the rest is done, and every clip and video is recorded under
+    OUT/state the moment it is finished. OUT/catalog is rewritten from all videos' rows at most every
+    `catalog_every_s` seconds and at the end. `report` gets a line per finished video, and a progress
+    line at most every `progress_every_s` seconds while clips of unfinished videos come in."""
+    from dataclasses import asdict
+
+    from model.weights import resolve_weights
+    from pipeline.state import RunState, settings_key, source_fingerprint, video_key
 
     started = time.perf_counter()
-    output = Path(output)
-    work_root = output / "work"
+    output = str(output)
+    work_root = Path(work_root or default_work_root(output))
     plan = plan or prepare(settings, address)
-    (output / "videos").mkdir(parents=True, exist_ok=True)
     if not plan.restore_on_gpu:
         report("no GPU in the Ray cluster: DP-TempCoh runs on CPU actors")
-    sources = {video["video_id"]: video for video in videos}
-    pending: dict[str, list[Row]] = {}
-    results: list[VideoResult] = []
+    state = RunState(output)
+    key = settings_key(settings, resolve_weights(settings.model.weights).identity)
+    earlier = state.finished_videos()
+    run_id = uuid.uuid4().hex[:12]  # names this run's attempt counters (pipeline.stages.count_attempt)
+    results: dict[str, VideoResult] = {}
+    todo = []
+    for video in videos:
+        fingerprint = source_fingerprint(video["uri"])
+        keys = {"settings_key": key, "fingerprint": fingerprint, "run_id": run_id,
+                "video_key": video_key(key, asdict(settings.scenes), fingerprint)}  # fmt: skip
+        record = earlier.get(video["video_id"])
+        if record and reusable(record, keys["video_key"], retry_failed):
+            results[video["video_id"]] = VideoResult(record["video"], record["clips"], record["tracks"])
+        else:
+            todo.append({**video, **keys})
+    reused = len(results)
+    if reused:
+        failed = sum(1 for result in results.values() if result.video["status"] == "failed")
+        report(
+            f"{reused} videos were finished by an earlier run and are kept"
+            + (f" ({failed} failed; --retry-failed retries them)" if failed else "")
+        )
+    catalog = CatalogWriter(output, [video["video_id"] for video in videos], manifest, catalog_every_s)
+    sources = {video["video_id"]: video for video in todo}
+    pending: dict[str, dict[int, Row]] = {}
     clips_done, last_progress = 0, time.perf_counter()
-    for row in build_dataset(videos, settings, str(work_root), plan).iter_rows():
-        row = complete_row(dict(row))
-        clips = pending.setdefault(row["video_id"], [])
-        clips.append(row)
-        clips_done += row["clip_index"] >= 0
-        if row["clip_index"] >= 0 and len(clips) < int(row["clip_count"]):
-            if time.perf_counter() - last_progress >= progress_every_s:
-                last_progress = time.perf_counter()
-                report(progress_line(clips_done, len(results), len(videos), pending))
-            continue
-        result = assemble_video(sources[row["video_id"]], pending.pop(row["video_id"]), output / "videos")
-        results.append(result)
+
+    def finish(video_id: str, clips: list[Row], error: str = "") -> None:
+        source = sources[video_id]
+        result = assemble_video(source, clips, join(output, "videos"), error=error)
         video = result.video
         video["seconds_total"] = time.perf_counter() - started
+        state.record_video(source["video_key"], video, result.clips, result.tracks)
+        results[video_id] = result
+        if video["status"] == "done":
+            state.forget_clips(video_id)
+            shutil.rmtree(work_root / video_id, ignore_errors=True)
         report(
-            f"[{len(results)}/{len(videos)}] {video['video_id']}: {video['status']}, "
-            f"{video['frames_out']} frames, {video['tracks']} tracks, "
-            f"{video['faces_restored']} face-frames restored"
+            f"[{len(results)}/{len(videos)}] {video_id}: {video['status']}, {video['frames_out']} frames, "
+            f"{video['tracks']} tracks, {video['faces_restored']} face-frames restored"
             + (f" ({video['error']})" if video["error"] else "")
         )
-        if video["status"] == "done":
-            shutil.rmtree(work_root / video["video_id"], ignore_errors=True)
+        catalog.write(results)
+
+    if todo:
+        for row in build_dataset(todo, settings, str(work_root), plan, output).iter_rows():
+            row = complete_row(dict(row))
+            clips = pending.setdefault(row["video_id"], {})
+            clips[int(row["clip_index"])] = row  # keyed: a clip delivered twice counts once
+            clips_done += row["clip_index"] >= 0
+            if row["clip_index"] >= 0 and len(clips) < int(row["clip_count"]):
+                if time.perf_counter() - last_progress >= progress_every_s:
+                    last_progress = time.perf_counter()
+                    report(progress_line(clips_done, len(results), len(videos), pending))
+                continue
+            finish(row["video_id"], list(pending.pop(row["video_id"]).values()))
+    for video_id, clips in pending.items():  # clips whose workers kept dying never came back
+        count = int(next(iter(clips.values()))["clip_count"])
+        lost = sorted(set(range(count)) - set(clips))
+        shown = ", ".join(map(str, lost[:10])) + (" ..." if len(lost) > 10 else "")
+        error = f"run: {len(lost)} of {count} clips were lost (clips {shown}); --retry-failed tries again"
+        finish(video_id, list(clips.values()), error=error)
+    catalog.write(results, force=True)
+    ordered = [results[video["video_id"]] for video in videos if video["video_id"] in results]
     return RunSummary(
-        videos=[result.video for result in results],
-        clips=[row for result in results for row in result.clips],
-        tracks=[row for result in results for row in result.tracks],
+        videos=[result.video for result in ordered],
+        clips=[row for result in ordered for row in result.clips],
+        tracks=[row for result in ordered for row in result.tracks],
         seconds=time.perf_counter() - started,
         output=output,
         restore_on_gpu=plan.restore_on_gpu,
+        reused=reused,
     )
 
 
@@ -400,22 +523,27 @@ def format_plan(plans: list[Row]) -> list[str]:
 
 def run_manifest(
     manifest: pd.DataFrame,
-    output: Path,
+    output: str | Path,
     settings: Settings,
     address: str | None = None,
     report: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    retry_failed: bool = False,
+    work_root: str | Path | None = None,
 ) -> RunSummary:
-    """`run_archive` over a validated manifest, then the catalog and run.json under `output`."""
-    from pipeline.catalog import run_record, write_catalog, write_run_record
+    """`run_archive` over a validated manifest under the output's run lock, then run.json."""
+    from pipeline.catalog import run_record, write_run_record
+    from pipeline.storage import is_url
 
     started = time.time()
     videos = [{"video_id": v, "uri": u} for v, u in zip(manifest["video_id"], manifest["uri"], strict=True)]
     plan = prepare(settings, address)
-    with RunLock(output) as lock:
+    work_root = Path(work_root or default_work_root(output))
+    # A URL output cannot hold an exclusive lock file: its local work folder holds the lock instead.
+    with RunLock(work_root if is_url(output) else output) as lock:
         if lock.stale_owner:
             report(f"the lock of a run that is gone was taken over: {lock.stale_owner}")
-        summary = run_archive(videos, output, settings, address=address, report=report, plan=plan)
-        write_catalog(str(output), summary.videos, summary.clips, summary.tracks, manifest)
+        summary = run_archive(videos, output, settings, address=address, report=report, plan=plan,
+                              retry_failed=retry_failed, work_root=work_root, manifest=manifest)  # fmt: skip
         weights = next((v["weights"] for v in summary.videos if v["weights"]), settings.model.weights or "")
         write_run_record(str(output), run_record(settings, weights, started, time.time()))
     return summary
@@ -429,10 +557,12 @@ def format_summary(summary: RunSummary) -> list[str]:
             f"{v['faces_restored']:>8} {v['seconds_total']:>8.1f}  {v['error']}"
         )
     count = {s: sum(1 for v in summary.videos if v["status"] == s) for s in ("done", "failed", "skipped")}
+    kept = f" ({summary.reused} kept from an earlier run)" if summary.reused else ""
     lines.append(
-        f"done {count['done']}, failed {count['failed']}, skipped {count['skipped']}; "
+        f"done {count['done']}, failed {count['failed']}, skipped {count['skipped']}{kept}; "
         f"{sum(v['frames_out'] for v in summary.videos)} frames, "
         f"{sum(v['faces_restored'] for v in summary.videos)} face-frames restored in {summary.seconds:.1f} s "
-        f"(DP-TempCoh on {'GPU' if summary.restore_on_gpu else 'CPU'}); catalog: {summary.output / 'catalog'}"
+        f"(DP-TempCoh on {'GPU' if summary.restore_on_gpu else 'CPU'}); "
+        f"catalog: {join(summary.output, 'catalog')}"
     )
     return lines

@@ -5,6 +5,7 @@ a user gives may be either kind, and every file the pipeline publishes appears w
 """
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -85,3 +86,41 @@ def local_copy(location: str | Path, folder: str | Path) -> Path:
         finally:
             partial.unlink(missing_ok=True)
     return target
+
+
+def publish_file(local: str | Path, location: str | Path) -> str:
+    """Move a finished local file to `location` (a local path or URL) so that it appears whole or not
+    at all: renamed when on the same disk, else copied under a temporary name beside the destination
+    and renamed there (uploaded, then moved, for URLs). The local file is gone afterwards."""
+    local = Path(local)
+    if not is_url(location):
+        target = Path(location)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            local.replace(target)
+        except OSError:  # another disk: copy beside the target first
+            partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+            try:
+                shutil.copyfile(local, partial)
+                partial.replace(target)
+            finally:
+                partial.unlink(missing_ok=True)
+            local.unlink()
+        return str(target)
+    fs, path = filesystem(location)
+    parent, _, name = path.rpartition("/")
+    temporary = f"{parent}/.{name}.{uuid.uuid4().hex}.part"
+    try:
+        fs.put_file(str(local), temporary)
+        fs.mv(temporary, path)
+    except BaseException:
+        _remove_quietly(fs, temporary)
+        raise
+    local.unlink()
+    return str(location)
+
+
+def exists(location: str | Path) -> bool:
+    """Whether a file is at a local path or URL."""
+    fs, path = filesystem(location)
+    return fs.isfile(path)

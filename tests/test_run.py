@@ -182,7 +182,7 @@ def test_offline_without_weights_names_the_file_and_the_fix(demo_archive, tmp_pa
 def test_progress_line_counts_clips_of_videos_in_flight():
     from pipeline.run import progress_line
 
-    pending = {"reel_1": [{"clip_count": 40}] * 12, "reel_2": [{"clip_count": 9}]}
+    pending = {"reel_1": {i: {"clip_count": 40} for i in range(12)}, "reel_2": {3: {"clip_count": 9}}}
     line = progress_line(30, 2, 5, pending)
     assert line == "... 30 clips done, 2/5 videos; in flight (clips): reel_1 12/40, reel_2 1/9"
 

@@ -1,0 +1,170 @@
+"""What a run has finished, recorded the moment it finishes, so that rerunning the same command after a
+crash, a kill -9 or a preemption redoes only what was not finished.
+
+    OUT/state/videos/VIDEO_ID.json                 a finished video: its catalog rows and its key
+    OUT/state/clips/VIDEO_ID/CLIP_KEY.json         a finished clip: its row; its encoded segment lies in
+                                                   the work folder
+
+Keys make results impossible to reuse under other settings or another source file:
+
+* the settings key hashes every setting that changes output pixels (the model, its weights' sha256,
+  precision, every face setting with the detector's and parser's weights by content, the encoder),
+  and leaves out only those known not to (devices, batch sizes);
+* a video's key hashes the settings key, the scene settings and the source's fingerprint (size and
+  modification time, or the object's ETag), so an edited or replaced source file is processed again;
+* a clip's key hashes the settings key, the source's fingerprint and the clip's frame range.
+
+Every record is written through `pipeline.storage.write_atomically` only after the artifact it
+describes is in place (segment renamed into the work folder; film renamed into OUT/videos), so a
+record never points at half a file; a record whose artifact has gone is ignored. OUT may be a local
+folder or an fsspec URL (s3://...).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.storage import filesystem, is_url, join, write_atomically
+
+STATE_DIR = "state"
+KEY_LENGTH = 16
+# (section, key) of settings that do not change a single output pixel: never part of a key.
+NON_PIXEL_SETTINGS = frozenset(
+    {("model", "device"), ("model", "batch_windows"), ("faces", "detect_batch_size")}
+)
+# Settings that name a file whose content (not its path) is what matters.
+FILE_SETTINGS = frozenset({("faces", "detector_weights"), ("faces", "parsing_weights")})
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
+
+
+def file_digest(location: str) -> str:
+    """sha256 of a local file or URL's content (for weights named in settings)."""
+    fs, path = filesystem(location)
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as source:
+        for chunk in iter(lambda: source.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def settings_key(settings: Any, weights_identity: str) -> str:
+    """Hash of every pixel-changing setting; `weights_identity` is the network weights' sha256 (or
+    synthetic:SEED), so that the same file under another path or URL keeps the key."""
+    values = settings.to_dict() if hasattr(settings, "to_dict") else dict(settings)
+    keyed: dict[str, Any] = {"weights": weights_identity}
+    for section, entries in values.items():
+        if section == "scenes":
+            continue  # scene settings change clip ranges, which clip keys hold; video keys add them
+        for name, value in entries.items():
+            if (section, name) in NON_PIXEL_SETTINGS or (section, name) == ("model", "weights"):
+                continue
+            if (section, name) in FILE_SETTINGS and value:
+                value = file_digest(str(value))
+            keyed[f"{section}.{name}"] = value
+    return _digest(keyed)
+
+
+def source_fingerprint(uri: str) -> str:
+    """size:mtime_ns of a local file, size:ETag (or modification time) of a URL; "" when unreadable
+    (the video then fails in its first stage, and a later fixed file gets a new fingerprint)."""
+    try:
+        if not is_url(uri):
+            stat = os.stat(uri)
+            return f"{stat.st_size}:{stat.st_mtime_ns}"
+        fs, path = filesystem(uri)
+        info = fs.info(path)
+        version = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime")
+        return f"{info.get('size')}:{version}"
+    except (OSError, ValueError):
+        return ""
+
+
+def video_key(settings_key_: str, scenes: Mapping[str, Any], fingerprint: str) -> str:
+    return _digest({"settings": settings_key_, "scenes": dict(scenes), "source": fingerprint})
+
+
+def clip_key(settings_key_: str, fingerprint: str, start: int, end: int) -> str:
+    """The clip's key: its frame range, readable, then the hash of settings, source and range."""
+    return f"{start:08d}-{end:08d}-{_digest([settings_key_, fingerprint, start, end])}"
+
+
+class RunState:
+    """The records under OUT/state of one output folder (local path or URL)."""
+
+    def __init__(self, output: str | Path) -> None:
+        self.root = join(str(output), STATE_DIR)
+
+    # -- clips ---------------------------------------------------------------------------------
+
+    def clip_location(self, video_id: str, key: str) -> str:
+        return join(self.root, "clips", video_id, f"{key}.json")
+
+    def record_clip(self, row: Mapping[str, Any]) -> str:
+        """Record a finished clip (after its segment is in place); returns the record's location."""
+        segment = Path(row["segment"])
+        record = {**row, "segment_bytes": segment.stat().st_size}
+        text = json.dumps(record, default=str)
+        return write_atomically(
+            self.clip_location(row["video_id"], row["clip_key"]), lambda sink: sink.write(text.encode())
+        )
+
+    def finished_clips(self, video_id: str) -> dict[str, dict[str, Any]]:
+        """clip key -> recorded row, for the clips of a video whose segment is still whole on disk."""
+        fs, folder = filesystem(join(self.root, "clips", video_id))
+        try:
+            names = [name for name in fs.ls(folder, detail=False) if name.endswith(".json")]
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        found = {}
+        for name in names:
+            try:
+                record = json.loads(fs.cat_file(name))
+                segment = Path(record["segment"])
+                if segment.is_file() and segment.stat().st_size == record.pop("segment_bytes"):
+                    found[record["clip_key"]] = record
+            except (OSError, ValueError, KeyError):
+                continue  # unreadable or stale: the clip is simply done again
+        return found
+
+    def forget_clips(self, video_id: str) -> None:
+        """Drop a video's clip records (once the video's own record holds its rows)."""
+        fs, folder = filesystem(join(self.root, "clips", video_id))
+        try:
+            fs.rm(folder, recursive=True)
+        except FileNotFoundError:
+            pass
+
+    # -- videos --------------------------------------------------------------------------------
+
+    def video_location(self, video_id: str) -> str:
+        return join(self.root, "videos", f"{video_id}.json")
+
+    def record_video(self, key: str, video: Mapping, clips: list, tracks: list) -> str:
+        """Record a finished (done or failed) video with its catalog rows."""
+        text = json.dumps({"key": key, "video": video, "clips": clips, "tracks": tracks}, default=str)
+        location = self.video_location(video["video_id"])
+        return write_atomically(location, lambda sink: sink.write(text.encode()))
+
+    def finished_videos(self) -> dict[str, dict[str, Any]]:
+        """video_id -> record ({"key", "video", "clips", "tracks"}) of every recorded video."""
+        fs, folder = filesystem(join(self.root, "videos"))
+        try:
+            names = [name for name in fs.ls(folder, detail=False) if name.endswith(".json")]
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        found = {}
+        for name in names:
+            try:
+                record = json.loads(fs.cat_file(name))
+                found[record["video"]["video_id"]] = record
+            except (OSError, ValueError, KeyError):
+                continue
+        return found
