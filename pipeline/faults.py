@@ -7,6 +7,7 @@ rerun loses nothing. Inert unless the environment asks for them (Ray workers inh
     DPT_CRASH_AT=POINT       the first process that reaches POINT dies at once (os._exit), as a worker
                              killed by the kernel would; later passages go on (a transient fault)
     DPT_CRASH_AT=POINT@VIDEO every process that reaches POINT with a clip of VIDEO dies (a poison item)
+                             (several specs: comma-separated)
 
 Points: faces (crops found, not yet saved), restore (faces restored, not yet saved), encode (part of a
 segment written), assemble (a film joined, not yet published), catalog (between two catalog files).
@@ -31,12 +32,12 @@ def fault_point(point: str, video_id: str = "") -> None:
     if os.environ.get(PAUSE_ENV) == point and _first(Path(folder) / f"paused-{point}"):
         while True:
             time.sleep(60)
-    crash = os.environ.get(CRASH_ENV, "")
-    target, _, poisoned = crash.partition("@")
-    if target != point:
-        return
-    if (poisoned and poisoned == video_id) or (not poisoned and _first(Path(folder) / f"crashed-{point}")):
-        os._exit(13)
+    for spec in os.environ.get(CRASH_ENV, "").split(","):
+        target, _, poisoned = spec.strip().partition("@")
+        if target != point:
+            continue
+        if poisoned == video_id or (not poisoned and _first(Path(folder) / f"crashed-{point}")):
+            os._exit(13)
 
 
 def _first(marker: Path) -> bool:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from run_support import comparable_catalog, finish_run, kill_run, start_run, wait_for
 
 from pipeline.catalog import read_catalog
 from pipeline.cli import main
@@ -201,3 +202,109 @@ def test_a_second_run_on_a_live_output_is_refused(demo_archive, shared_dir, tmp_
     assert result.exit_code == 2
     assert "in use by a live run" in result.output
     assert not (out / "videos").exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# resuming: kill -9 the whole run at each stage, rerun the same command
+
+
+@pytest.fixture(scope="module")
+def resumed_run(smoke_run, archive_with_bad_items, shared_dir, tmp_path_factory):
+    """The smoke run's archive run again into a new output, killed (kill -9, whole session) while
+    detecting, then restoring, then encoding, then writing the catalog, each time resumed by the same
+    command; then run once more to the end. Returns (output, arguments, final exit code and output)."""
+    folder = tmp_path_factory.mktemp("resumed")
+    out = folder / "out"
+    args = ["--manifest", str(archive_with_bad_items), "--output", str(out), *smoke_args(shared_dir)]
+    for point in ("faces", "restore", "encode", "catalog"):
+        faults = folder / f"faults-{point}"
+        faults.mkdir()
+        run = start_run(args, {"DPT_FAULT_DIR": str(faults), "DPT_PAUSE_AT": point})
+        wait_for(faults / f"paused-{point}", run)
+        kill_run(run)
+    code, output = finish_run(start_run(args))
+    return out, args, code, output
+
+
+def test_killed_runs_end_with_the_catalog_and_films_of_an_uninterrupted_run(smoke_run, resumed_run):
+    baseline, _ = smoke_run
+    out, _, code, output = resumed_run
+    assert code == 1, output  # the two bad items
+    assert "were finished by an earlier run and are kept" in output  # what the killed runs finished
+    expected, resumed = comparable_catalog(baseline), comparable_catalog(out)
+    for name in expected:
+        pd.testing.assert_frame_equal(resumed[name], expected[name], obj=name)
+    assert resumed["videos"].video_id.is_unique
+    assert not resumed["clips"].duplicated(["video_id", "clip_index"]).any()
+    for video_id, film in FILMS.items():
+        restored = read_frames(out / "videos" / f"{video_id}.mp4", 0, film.frame_count)
+        assert psnr(restored, read_frames(baseline / "videos" / f"{video_id}.mp4", 0, film.frame_count)) >= 50
+
+
+def test_a_rerun_of_a_finished_output_keeps_everything(resumed_run, tmp_path):
+    out, args, _, _ = resumed_run
+    films = {path.name: path.stat().st_mtime_ns for path in (out / "videos").iterdir()}
+    code, output = finish_run(start_run(args))
+    assert code == 1, output
+    assert "4 videos were finished by an earlier run and are kept (2 failed; --retry-failed" in output
+    assert "] film_a:" not in output and "] letter:" not in output  # nothing processed again
+    assert {path.name: path.stat().st_mtime_ns for path in (out / "videos").iterdir()} == films
+
+
+def test_retry_failed_processes_only_the_failed_videos_again(resumed_run, tmp_path):
+    import shutil
+
+    out, args, _, _ = resumed_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    args = [copy.as_posix() if arg == str(out) else arg for arg in args]
+    code, output = finish_run(start_run([*args, "--retry-failed"]))
+    assert code == 1, output
+    assert "] letter: failed" in output and "] gone: failed" in output
+    assert "] film_a:" not in output
+    assert "2 videos were finished by an earlier run and are kept" in output
+
+
+def test_changed_settings_never_reuse_results(resumed_run, tmp_path):
+    import shutil
+
+    out, args, _, _ = resumed_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    args = [copy.as_posix() if arg == str(out) else arg for arg in args]
+    before = read_frames(copy / "videos" / "film_a.mp4", 0, FILMS["film_a"].frame_count)
+    code, output = finish_run(start_run([*args, "--limit", "1", "--set", "encode.crf=40"]))
+    assert code == 0, output
+    assert "] film_a: done" in output
+    after = read_frames(copy / "videos" / "film_a.mp4", 0, FILMS["film_a"].frame_count)
+    assert psnr(after, before) < 45  # encoded again, at the new quality
+
+
+def test_input_and_output_on_s3(demo_archive, shared_dir, moto_s3, tmp_path):
+    """Manifest, source and output all behind s3:// URLs on a local moto server, and a rerun that keeps
+    what the first run recorded there."""
+    import json
+
+    import fsspec
+
+    s3 = fsspec.filesystem("s3")
+    s3.put_file(str(demo_archive.parent / FILMS["film_b"].file_name), "archive/films/film_b.mp4")
+    with s3.open("archive/archive.parquet", "wb") as sink:
+        pd.DataFrame({"uri": ["s3://archive/films/film_b.mp4"], "video_id": ["film_b"]}).to_parquet(sink)
+    env = {"FSSPEC_S3": json.dumps({"endpoint_url": moto_s3, "skip_instance_cache": True}),
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "DPT_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
+    args = ["--manifest", "s3://archive/archive.parquet", "--output", "s3://archive/runs/one",
+            *smoke_args(shared_dir)]  # fmt: skip
+    code, output = finish_run(start_run(args, env))
+    assert code == 0, output
+
+    video = read_catalog("s3://archive/runs/one").videos.set_index("video_id").loc["film_b"]
+    assert video["status"] == "done" and video["output_uri"] == "s3://archive/runs/one/videos/film_b.mp4"
+    s3.get_file("archive/runs/one/videos/film_b.mp4", str(tmp_path / "film_b.mp4"))
+    assert probe(tmp_path / "film_b.mp4").frame_count == FILMS["film_b"].frame_count
+    assert s3.isfile("archive/runs/one/state/videos/film_b.json")
+    assert s3.isfile("archive/runs/one/run.json")
+
+    code, output = finish_run(start_run(args, env))
+    assert code == 0 and "1 videos were finished by an earlier run and are kept" in output, output

@@ -1,0 +1,96 @@
+"""Running `dpt-batch run` as a separate process tree, stopping it at a fault point, and killing it."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.catalog import read_catalog
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING_COLUMNS = ("seconds_probe", "seconds_faces", "seconds_restore", "seconds_encode", "seconds_total")
+
+
+def start_run(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`dpt-batch run ARGS` in its own session (so that all of its processes can be found and killed)."""
+    command = [sys.executable, "-m", "pipeline.cli", "run", *args]
+    return subprocess.Popen(
+        command, cwd=REPO, env={**os.environ, **(env or {})}, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def wait_for(marker: Path, process: subprocess.Popen, timeout: float = 600) -> None:
+    """Wait until `marker` exists; fail with the run's output if the run ends or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended ({process.returncode}) before {marker.name}:\n"
+                                 f"{process.stdout.read()[-4000:]}")  # fmt: skip
+        if time.monotonic() > deadline:
+            kill_run(process)
+            raise AssertionError(f"no {marker.name} after {timeout} s")
+        time.sleep(0.2)
+
+
+def session_members(session: int) -> list[int]:
+    """Pids of the live processes of a session (Ray puts its workers in their own process groups)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def kill_run(process: subprocess.Popen) -> None:
+    """kill -9 the run's process group, then every other process of its session (Ray's workers)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+    deadline = time.monotonic() + 30
+    while (left := session_members(process.pid)) and time.monotonic() < deadline:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+    assert not session_members(process.pid), "processes of the killed run survived"
+
+
+def finish_run(process: subprocess.Popen, timeout: float = 900) -> tuple[int, str]:
+    """Wait for a run to end; (exit code, output)."""
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_run(process)
+        raise
+    return process.returncode, output
+
+
+def comparable_catalog(out: Path) -> dict[str, pd.DataFrame]:
+    """The catalogs of a run without what differs between two equal runs: timings, and the output
+    folder in paths (kept: file names)."""
+    catalog = read_catalog(str(out))
+    tables = {}
+    for name, frame in (("videos", catalog.videos), ("clips", catalog.clips), ("tracks", catalog.tracks)):
+        frame = frame.drop(columns=[c for c in TIMING_COLUMNS if c in frame.columns])
+        for column in ("output_uri", "artifact"):
+            if column in frame.columns:
+                frame[column] = frame[column].map(lambda path: Path(path).name if path else "")
+        keys = ["video_id"] + [c for c in ("clip_index", "track_id") if c in frame.columns]
+        tables[name] = frame.sort_values(keys).reset_index(drop=True)
+    return tables

@@ -1,0 +1,106 @@
+"""Keys and records of finished work (pipeline.state): what makes a result reusable, and what not."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_settings
+from pipeline.state import RunState, clip_key, settings_key, source_fingerprint, video_key
+
+
+@pytest.fixture
+def settings():
+    return load_settings(Path("configs/smoke.yaml"), ["faces.detector_weights=null"])
+
+
+def test_settings_that_change_pixels_change_the_key(settings):
+    key = settings_key(settings, "synthetic:0")
+    assert settings_key(settings, "synthetic:0") == key
+    assert settings_key(settings, "synthetic:1") != key
+    for section, name, value in [("encode", "crf", 30), ("faces", "score_threshold", 0.5),
+                                 ("model", "precision", "bf16"), ("faces", "smoothing", "none")]:  # fmt: skip
+        changed = replace(settings, **{section: replace(getattr(settings, section), **{name: value})})
+        assert settings_key(changed, "synthetic:0") != key, (section, name)
+
+
+def test_devices_batch_sizes_and_scenes_leave_the_settings_key_alone(settings):
+    key = settings_key(settings, "synthetic:0")
+    changed = replace(
+        settings,
+        model=replace(settings.model, device="cpu", batch_windows=8),
+        faces=replace(settings.faces, detect_batch_size=3),
+        scenes=replace(settings.scenes, max_clip_frames=10),
+    )
+    assert settings_key(changed, "synthetic:0") == key
+    assert video_key(key, {"max_clip_frames": 10}, "1:2") != video_key(key, {"max_clip_frames": 48}, "1:2")
+
+
+def test_detector_weights_count_by_content_not_path(settings, tmp_path):
+    first, second, other = tmp_path / "a.pth", tmp_path / "b.pth", tmp_path / "c.pth"
+    first.write_bytes(b"weights")
+    second.write_bytes(b"weights")
+    other.write_bytes(b"other weights")
+
+    def key(path):
+        return settings_key(replace(settings, faces=replace(settings.faces, detector_weights=str(path))), "w")
+
+    assert key(first) == key(second) != key(other)
+
+
+def test_a_changed_source_file_changes_its_fingerprint(tmp_path):
+    path = tmp_path / "film.mp4"
+    path.write_bytes(b"one")
+    before = source_fingerprint(str(path))
+    path.write_bytes(b"other content")
+    assert source_fingerprint(str(path)) != before
+    assert source_fingerprint(str(tmp_path / "gone.mp4")) == ""
+
+
+def test_clip_keys_hold_the_range_readably():
+    assert clip_key("k", "1:2", 30, 58).startswith("00000030-00000058-")
+    assert clip_key("k", "1:2", 30, 58) != clip_key("k", "1:2", 30, 59) != clip_key("k", "1:3", 30, 59)
+
+
+def test_a_clip_record_stands_only_while_its_segment_is_whole(tmp_path):
+    state = RunState(tmp_path / "out")
+    segment = tmp_path / "work" / "clip.mp4"
+    segment.parent.mkdir()
+    segment.write_bytes(b"0123456789")
+    row = {"video_id": "film", "clip_key": "00000000-00000010-abc", "segment": str(segment), "faces": 3}
+    state.record_clip(row)
+    assert state.finished_clips("film") == {row["clip_key"]: row}
+    assert state.finished_clips("other") == {}
+    segment.write_bytes(b"01234")  # cut short behind the record's back
+    assert state.finished_clips("film") == {}
+    segment.unlink()
+    assert state.finished_clips("film") == {}
+    state.forget_clips("film")
+    assert not (tmp_path / "out" / "state" / "clips" / "film").exists()
+
+
+def test_video_records_round_trip_and_leave_no_temporary_files(tmp_path):
+    state = RunState(tmp_path / "out")
+    video = {"video_id": "film", "status": "done", "output_uri": "x.mp4"}
+    state.record_video("key1", video, [{"clip_index": 0}], [])
+    state.record_video("key2", video, [{"clip_index": 0}, {"clip_index": 1}], [])
+    assert state.finished_videos() == {
+        "film": {"key": "key2", "video": video, "clips": [{"clip_index": 0}, {"clip_index": 1}], "tracks": []}
+    }
+    folder = tmp_path / "out" / "state" / "videos"
+    assert [p.name for p in folder.iterdir()] == ["film.json"]
+    (folder / "broken.json").write_text("{")  # a torn record from elsewhere is ignored, not fatal
+    assert list(state.finished_videos()) == ["film"]
+    assert json.loads((folder / "film.json").read_text())["key"] == "key2"
+
+
+def test_records_live_behind_urls_too(moto_s3, tmp_path):
+    state = RunState("s3://archive/run")
+    state.record_video("k", {"video_id": "film", "status": "failed"}, [], [])
+    assert state.finished_videos()["film"]["key"] == "k"
+    segment = tmp_path / "clip.mp4"
+    segment.write_bytes(b"data")
+    state.record_clip({"video_id": "film", "clip_key": "c", "segment": str(segment)})
+    assert list(state.finished_clips("film")) == ["c"]
