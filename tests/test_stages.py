@@ -99,3 +99,61 @@ def test_crop_artifacts_are_removed_once_consumed(face_clip, smoke, tmp_path):
     assert rows[0]["error"] == "" and rows[0]["faces"] == 20  # crops were saved, restored and pasted
     assert rows[0]["faces_artifact"] == rows[0]["restored_artifact"] == ""  # consumed: not pointed at
     assert sorted(p.name for p in (tmp_path / "work" / "lou").iterdir() if p.is_file()) == ["clip_00000.mp4"]
+
+
+def test_out_of_memory_halves_the_windows_per_pass_then_gives_up(smoke):
+    """CUDA's allocator cannot run out on this CPU machine: the error it raises is injected into the
+    real engine when a pass holds more than two windows."""
+    import torch
+
+    stage = RestoreFaces(smoke)
+    stage.setup()
+    stage.engine.batch_windows = 8
+    real, passes = stage.engine.restore_many, []
+
+    def restore_many(clips):
+        passes.append(stage.engine.batch_windows)
+        if stage.engine.batch_windows > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(clips)
+
+    stage.engine.restore_many = restore_many
+    clip = np.random.default_rng(0).integers(0, 255, (12, 512, 512, 3), dtype=np.uint8)
+    restored = stage.restore_backing_off([clip])
+    assert passes == [8, 4, 2] and stage.engine.batch_windows == 2  # kept for later batches
+    np.testing.assert_array_equal(restored[0], real([clip])[0])
+
+    def never_fits(clips):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    stage.engine.restore_many = never_fits
+    with pytest.raises(torch.OutOfMemoryError):
+        stage.restore_backing_off([clip])
+    assert stage.engine.batch_windows == 1
+
+
+def test_one_bad_clip_in_a_restoration_batch_fails_alone(face_clip, smoke, tmp_path):
+    clips = split_video({"video_id": "lou", "uri": str(face_clip)}, smoke, str(tmp_path / "work"))
+    detector = DetectFaces(smoke)
+    detector.setup()
+    good = complete_row(detector.process([complete_row(clips[0])])[0])
+    broken = tmp_path / "broken.faces.npz"
+    broken.write_bytes(b"not an npz")
+    bad = {**good, "clip_index": 1, "faces_artifact": str(broken)}
+    stage = RestoreFaces(smoke)
+    stage.setup()
+    out = stage.process([good, bad])
+    assert out[0]["error"] == "" and Path(out[0]["restored_artifact"]).is_file()
+    assert out[1]["error"].startswith("restore: ") and not out[1]["restored_artifact"]
+
+
+def test_a_clip_that_keeps_killing_its_worker_fails_after_three_attempts(tmp_path):
+    from pipeline.stages import MAX_ATTEMPTS, WorkerDiedError, count_attempt
+
+    row = {"work_dir": str(tmp_path), "run_id": "run1", "clip_index": 0, "clip_key": "00-10-k"}
+    assert [count_attempt(row, "faces") for _ in range(MAX_ATTEMPTS)] == [1, 2, 3]
+    with pytest.raises(WorkerDiedError, match="died 3 times"):
+        count_attempt(row, "faces")
+    assert count_attempt(row, "encode") == 1  # per stage
+    assert count_attempt({**row, "run_id": "run2"}, "faces") == 1  # a new run starts afresh
+    assert count_attempt({**row, "run_id": ""}, "faces") == 0  # rows outside a run are not counted
