@@ -388,6 +388,7 @@ def run_archive(
             results[video["video_id"]] = VideoResult(record["video"], record["clips"], record["tracks"])
         else:
             todo.append({**video, **keys})
+    state.record_run(run_id, videos, key)
     reused = len(results)
     if reused:
         failed = sum(1 for result in results.values() if result.video["status"] == "failed")

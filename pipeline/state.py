@@ -1,9 +1,12 @@
 """What a run has finished, recorded the moment it finishes, so that rerunning the same command after a
 crash, a kill -9 or a preemption redoes only what was not finished.
 
+    OUT/state/runs/RUN_ID.json                     a run as it starts: when, where, and its videos
     OUT/state/videos/VIDEO_ID.json                 a finished video: its catalog rows and its key
     OUT/state/clips/VIDEO_ID/CLIP_KEY.json         a finished clip: its row; its encoded segment lies in
                                                    the work folder
+
+Every record holds `finished_at` (seconds since the epoch) for `dpt-batch status`.
 
 Keys make results impossible to reuse under other settings or another source file:
 
@@ -24,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -110,7 +115,7 @@ class RunState:
     def record_clip(self, row: Mapping[str, Any]) -> str:
         """Record a finished clip (after its segment is in place); returns the record's location."""
         segment = Path(row["segment"])
-        record = {**row, "segment_bytes": segment.stat().st_size}
+        record = {**row, "segment_bytes": segment.stat().st_size, "finished_at": time.time()}
         text = json.dumps(record, default=str)
         return write_atomically(
             self.clip_location(row["video_id"], row["clip_key"]), lambda sink: sink.write(text.encode())
@@ -128,6 +133,7 @@ class RunState:
             try:
                 record = json.loads(fs.cat_file(name))
                 segment = Path(record["segment"])
+                record.pop("finished_at", None)
                 if segment.is_file() and segment.stat().st_size == record.pop("segment_bytes"):
                     found[record["clip_key"]] = record
             except (OSError, ValueError, KeyError):
@@ -149,7 +155,8 @@ class RunState:
 
     def record_video(self, key: str, video: Mapping, clips: list, tracks: list) -> str:
         """Record a finished (done or failed) video with its catalog rows."""
-        text = json.dumps({"key": key, "video": video, "clips": clips, "tracks": tracks}, default=str)
+        record = {"key": key, "video": video, "clips": clips, "tracks": tracks, "finished_at": time.time()}
+        text = json.dumps(record, default=str)
         location = self.video_location(video["video_id"])
         return write_atomically(location, lambda sink: sink.write(text.encode()))
 
@@ -165,6 +172,50 @@ class RunState:
             try:
                 record = json.loads(fs.cat_file(name))
                 found[record["video"]["video_id"]] = record
+            except (OSError, ValueError, KeyError):
+                continue
+        return found
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def record_run(self, run_id: str, videos: list[Mapping[str, Any]], settings_key_: str) -> str:
+        """Record a run as it starts: its id, host, pid, start time, settings key and videos."""
+        record = {
+            "run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time(),
+            "settings_key": settings_key_,
+            "videos": [{"video_id": video["video_id"], "uri": video["uri"]} for video in videos],
+        }  # fmt: skip
+        text = json.dumps(record)
+        location = join(self.root, "runs", f"{run_id}.json")
+        return write_atomically(location, lambda sink: sink.write(text.encode()))
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every recorded run start, oldest first."""
+        fs, folder = filesystem(join(self.root, "runs"))
+        try:
+            names = [name for name in fs.ls(folder, detail=False) if name.endswith(".json")]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        found = []
+        for name in names:
+            try:
+                found.append(json.loads(fs.cat_file(name)))
+            except (OSError, ValueError):
+                continue
+        return sorted(found, key=lambda run: run.get("started_at", 0))
+
+    def clip_records(self) -> dict[str, list[dict[str, Any]]]:
+        """video_id -> the raw records of its finished clips (videos still in flight), for status."""
+        fs, folder = filesystem(join(self.root, "clips"))
+        try:
+            names = fs.glob(f"{folder}/*/*.json")
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        found: dict[str, list[dict[str, Any]]] = {}
+        for name in names:
+            try:
+                record = json.loads(fs.cat_file(name))
+                found.setdefault(record["video_id"], []).append(record)
             except (OSError, ValueError, KeyError):
                 continue
         return found

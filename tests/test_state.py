@@ -86,9 +86,9 @@ def test_video_records_round_trip_and_leave_no_temporary_files(tmp_path):
     video = {"video_id": "film", "status": "done", "output_uri": "x.mp4"}
     state.record_video("key1", video, [{"clip_index": 0}], [])
     state.record_video("key2", video, [{"clip_index": 0}, {"clip_index": 1}], [])
-    assert state.finished_videos() == {
-        "film": {"key": "key2", "video": video, "clips": [{"clip_index": 0}, {"clip_index": 1}], "tracks": []}
-    }
+    record = state.finished_videos()["film"]
+    assert record.pop("finished_at") > 0
+    assert record == {"key": "key2", "video": video, "clips": [{"clip_index": 0}, {"clip_index": 1}], "tracks": []}
     folder = tmp_path / "out" / "state" / "videos"
     assert [p.name for p in folder.iterdir()] == ["film.json"]
     (folder / "broken.json").write_text("{")  # a torn record from elsewhere is ignored, not fatal
