@@ -88,7 +88,8 @@ def test_video_records_round_trip_and_leave_no_temporary_files(tmp_path):
     state.record_video("key2", video, [{"clip_index": 0}, {"clip_index": 1}], [])
     record = state.finished_videos()["film"]
     assert record.pop("finished_at") > 0
-    assert record == {"key": "key2", "video": video, "clips": [{"clip_index": 0}, {"clip_index": 1}], "tracks": []}
+    clips = [{"clip_index": 0}, {"clip_index": 1}]
+    assert record == {"key": "key2", "video": video, "clips": clips, "tracks": []}
     folder = tmp_path / "out" / "state" / "videos"
     assert [p.name for p in folder.iterdir()] == ["film.json"]
     (folder / "broken.json").write_text("{")  # a torn record from elsewhere is ignored, not fatal
