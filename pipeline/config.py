@@ -121,6 +121,32 @@ class EncodeSettings:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """How the stages map onto the Ray cluster. None of these change a pixel of the output.
+
+    Restoration actors ask for one GPU each (one CPU each when DP-TempCoh runs on CPUs); face and
+    encode actors ask for one CPU each and never for a GPU. A pool grows from its min to its max
+    actors as work arrives; a max of 0 sizes it from the cluster at the start of the run.
+
+    Attributes:
+        faces_min_actors, faces_max_actors: face detection and alignment (0: half of the CPUs).
+        restore_min_actors, restore_max_actors: DP-TempCoh (0: one per GPU; one without GPUs).
+        encode_min_actors, encode_max_actors: paste-back and encoding (0: a quarter of the CPUs).
+        wait_for_gpus: with model.device=cuda, schedule restoration on GPU actors even while the
+            cluster has no GPU yet (an autoscaling cluster adds GPU nodes on demand); otherwise such
+            a run is refused before it starts.
+    """
+
+    faces_min_actors: int = _at_least(1, 1)
+    faces_max_actors: int = _at_least(0, 0)
+    restore_min_actors: int = _at_least(1, 1)
+    restore_max_actors: int = _at_least(0, 0)
+    encode_min_actors: int = _at_least(1, 1)
+    encode_max_actors: int = _at_least(0, 0)
+    wait_for_gpus: bool = False
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings of a run, one section per part of the pipeline.
 
@@ -133,6 +159,7 @@ class Settings:
     faces: FaceSettings = field(default_factory=lambda: _face_settings_class()())
     scenes: ScenesSettings = field(default_factory=ScenesSettings)
     encode: EncodeSettings = field(default_factory=EncodeSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict (YAML/JSON ready), e.g. to record a run's settings in its catalog."""
@@ -230,6 +257,7 @@ def section_classes() -> dict[str, type]:
         "faces": _face_settings_class(),
         "scenes": ScenesSettings,
         "encode": EncodeSettings,
+        "cluster": ClusterSettings,
     }
 
 

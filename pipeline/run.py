@@ -61,30 +61,40 @@ class StageActor:
 
 @dataclass
 class ClusterPlan:
-    """How the stages map onto the cluster's resources."""
+    """How the stages map onto the cluster's resources: (min, max) actors per pool."""
 
     gpus: int
     cpus: int
-    faces_actors: int
-    restore_actors: int
-    encode_actors: int
-
-    @property
-    def restore_on_gpu(self) -> bool:
-        return self.gpus > 0
+    faces_actors: tuple[int, int]
+    restore_actors: tuple[int, int]
+    encode_actors: tuple[int, int]
+    restore_on_gpu: bool
 
 
-def plan_cluster(resources: dict[str, float]) -> ClusterPlan:
-    """One restoration actor per GPU (CPU actors when there is none); CPU pools share the CPUs."""
+def plan_cluster(resources: dict[str, float], settings: Settings | None = None) -> ClusterPlan:
+    """Restoration on one GPU per actor when the cluster has GPUs (or `cluster.wait_for_gpus` with
+    model.device=cuda), else on CPU actors; the CPU pools share the CPUs. Pool sizes of 0 in the
+    settings' cluster section are sized from `resources` (ray.cluster_resources())."""
+    from pipeline.config import ClusterSettings, ModelSettings
+
+    cluster = settings.cluster if settings else ClusterSettings()
+    model = settings.model if settings else ModelSettings()
     gpus = int(resources.get("GPU", 0))
     cpus = max(1, int(resources.get("CPU", 1)))
+    on_gpu = model.device != "cpu" and (gpus > 0 or (model.device == "cuda" and cluster.wait_for_gpus))
     spare = max(1, cpus - gpus)
+
+    def pool(low: int, high: int, automatic: int) -> tuple[int, int]:
+        high = high or max(1, automatic)
+        return min(low, high), high
+
     return ClusterPlan(
         gpus=gpus,
         cpus=cpus,
-        faces_actors=max(1, spare // 2),
-        restore_actors=max(1, gpus),
-        encode_actors=max(1, spare // 4),
+        faces_actors=pool(cluster.faces_min_actors, cluster.faces_max_actors, spare // 2),
+        restore_actors=pool(cluster.restore_min_actors, cluster.restore_max_actors, gpus if on_gpu else 1),
+        encode_actors=pool(cluster.encode_min_actors, cluster.encode_max_actors, spare // 4),
+        restore_on_gpu=on_gpu,
     )
 
 
@@ -115,18 +125,19 @@ def build_dataset(videos: list[Row], settings: Settings, work_root: str, plan: C
     dataset = dataset.map(complete_row)
     dataset = dataset.map_batches(
         StageActor, fn_constructor_args=(DetectFaces, settings), batch_size=1, batch_format="pandas",
-        compute=ActorPoolStrategy(min_size=1, max_size=plan.faces_actors),
+        compute=ActorPoolStrategy(min_size=plan.faces_actors[0], max_size=plan.faces_actors[1]),
         num_cpus=DetectFaces.resources.cpus,
     )  # fmt: skip
     dataset = dataset.map_batches(
         StageActor, fn_constructor_args=(RestoreFaces, settings, gpus_per_actor),
         batch_size=max(1, settings.model.batch_windows), batch_format="pandas",
-        compute=ActorPoolStrategy(min_size=1, max_size=plan.restore_actors),
+        compute=ActorPoolStrategy(min_size=plan.restore_actors[0], max_size=plan.restore_actors[1]),
         num_cpus=0 if plan.restore_on_gpu else 1, num_gpus=gpus_per_actor,
     )  # fmt: skip
     return dataset.map_batches(
         StageActor, fn_constructor_args=(PasteAndEncode, settings, output), batch_size=1,
-        batch_format="pandas", compute=ActorPoolStrategy(min_size=1, max_size=plan.encode_actors),
+        batch_format="pandas",
+        compute=ActorPoolStrategy(min_size=plan.encode_actors[0], max_size=plan.encode_actors[1]),
         num_cpus=PasteAndEncode.resources.cpus,
     )  # fmt: skip
 
@@ -259,7 +270,10 @@ def preflight(settings: Settings, plan: ClusterPlan) -> None:
     from pipeline.faces import DetectorWeightsError, FaceDetector
 
     if settings.model.device == "cuda" and not plan.restore_on_gpu:
-        raise SetupError("model.device is 'cuda' but the Ray cluster has no GPU; use 'auto' or 'cpu'")
+        raise SetupError(
+            "model.device is 'cuda' but the Ray cluster has no GPU; use 'auto' or 'cpu', or set "
+            "cluster.wait_for_gpus=true if the cluster adds GPU nodes on demand"
+        )
     try:
         resolve_weights(settings.model.weights)
         FaceDetector.from_settings(settings.faces)
@@ -272,7 +286,7 @@ def prepare(settings: Settings, address: str | None) -> ClusterPlan:
     import ray
 
     init_ray(address)
-    plan = plan_cluster(ray.cluster_resources())
+    plan = plan_cluster(ray.cluster_resources(), settings)
     preflight(settings, plan)
     return plan
 

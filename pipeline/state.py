@@ -68,6 +68,8 @@ def settings_key(settings: Any, weights_identity: str) -> str:
     for section, entries in values.items():
         if section == "scenes":
             continue  # scene settings change clip ranges, which clip keys hold; video keys add them
+        if section == "cluster":
+            continue  # where work runs, not what it makes
         for name, value in entries.items():
             if (section, name) in NON_PIXEL_SETTINGS or (section, name) == ("model", "weights"):
                 continue

@@ -1,0 +1,67 @@
+"""How the stages map onto a cluster's resources: pool sizes, and GPUs only for restoration."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_settings
+from pipeline.run import build_dataset, plan_cluster
+
+
+def settings(*overrides: str):
+    return load_settings(Path("configs/smoke.yaml"), ["faces.detector_weights=null", *overrides])
+
+
+def test_pools_are_sized_from_the_cluster_by_default():
+    plan = plan_cluster({"CPU": 16, "GPU": 2}, settings())
+    assert plan.restore_on_gpu
+    assert (plan.faces_actors, plan.restore_actors, plan.encode_actors) == ((1, 7), (1, 2), (1, 3))
+    plan = plan_cluster({"CPU": 4}, settings())
+    assert not plan.restore_on_gpu and plan.restore_actors == (1, 1)
+
+
+def test_pool_sizes_from_the_settings_win():
+    plan = plan_cluster(
+        {"CPU": 64, "GPU": 8},
+        settings("cluster.faces_max_actors=12", "cluster.restore_min_actors=8", "cluster.encode_min_actors=2",
+                 "cluster.encode_max_actors=6"),
+    )  # fmt: skip
+    assert (plan.faces_actors, plan.restore_actors, plan.encode_actors) == ((1, 12), (8, 8), (2, 6))
+    capped = settings("cluster.faces_min_actors=5", "cluster.faces_max_actors=3")
+    assert plan_cluster({"CPU": 4}, capped).faces_actors == (3, 3)
+
+
+def test_the_device_setting_decides_where_restoration_runs():
+    assert not plan_cluster({"CPU": 8, "GPU": 1}, settings("model.device=cpu")).restore_on_gpu
+    assert not plan_cluster({"CPU": 8}, settings("model.device=cuda")).restore_on_gpu  # refused by preflight
+    waiting = plan_cluster({"CPU": 8}, settings("model.device=cuda", "cluster.wait_for_gpus=true"))
+    assert waiting.restore_on_gpu and waiting.restore_actors == (1, 1)
+
+
+def test_pool_sizes_do_not_change_result_keys():
+    from pipeline.state import settings_key
+
+    assert settings_key(settings("cluster.faces_max_actors=9"), "w") == settings_key(settings(), "w")
+
+
+@pytest.fixture
+def local_ray():
+    import ray
+
+    yield
+    ray.shutdown()  # later modules start Ray with their own CPU count
+
+
+def test_only_restoration_actors_ask_for_gpus(local_ray, tmp_path):
+    plan = plan_cluster({"CPU": 16, "GPU": 2}, settings())
+    dataset = build_dataset([{"video_id": "a", "uri": "a.mp4"}], settings(), str(tmp_path), plan)
+    operators, operator = [], dataset._logical_plan.dag
+    while operator.input_dependencies:
+        operators.append(operator)
+        operator = operator.input_dependencies[0]
+    encode, restore, faces = [op for op in operators if type(op).__name__ == "MapBatches"]
+    assert restore.ray_remote_args == {"num_cpus": 0, "num_gpus": 1.0}
+    assert (restore.compute.min_size, restore.compute.max_size) == (1, 2)
+    for op in (faces, encode):
+        assert op.ray_remote_args.get("num_gpus", 0) == 0 and op.ray_remote_args["num_cpus"] == 1
