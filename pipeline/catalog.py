@@ -209,6 +209,7 @@ def run_record(
     started: datetime | float,
     ended: datetime | float,
     command: Sequence[str] | None = None,
+    weights_used: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """What run.json holds: the settings, package versions, weights identity, times, host and command.
 
@@ -217,12 +218,15 @@ def run_record(
         weights: identity of the network weights (sha256 or synthetic:SEED).
         started, ended: datetimes, or seconds since the epoch (time.time()); written in UTC ISO 8601.
         command: the command line; sys.argv when None.
+        weights_used: setting -> where its weights came from and their sha256 (network, detector,
+            parser), as `pipeline.run.weights_used` gives it.
     """
     start, end = _utc(started), _utc(ended)
     return {
         "config": settings.to_dict() if hasattr(settings, "to_dict") else dict(settings),
         "versions": package_versions(),
         "weights": weights,
+        "weights_used": dict(weights_used or {}),
         "started": start.isoformat(),
         "ended": end.isoformat(),
         "seconds": round((end - start).total_seconds(), 3),

@@ -560,8 +560,26 @@ def run_manifest(
         summary = run_archive(videos, output, settings, address=address, report=report, plan=plan,
                               retry_failed=retry_failed, work_root=work_root, manifest=manifest)  # fmt: skip
         weights = next((v["weights"] for v in summary.videos if v["weights"]), settings.model.weights or "")
-        write_run_record(str(output), run_record(settings, weights, started, time.time()))
+        record = run_record(settings, weights, started, time.time(), weights_used=weights_used(settings))
+        write_run_record(str(output), record)
     return summary
+
+
+def weights_used(settings: Settings) -> dict[str, str]:
+    """Where each set of weights of a run came from, with its sha256: for run.json."""
+    from model.weights import resolve_weights
+    from pipeline.state import file_digest
+
+    network = resolve_weights(settings.model.weights)
+    used = {"model.weights": network.identity if network.source == "synthetic"
+            else f"{network.origin} ({network.source}): sha256 {network.identity}"}  # fmt: skip
+    for name, spec in (("faces.detector_weights", settings.faces.detector_weights),
+                       ("faces.parsing_weights", settings.faces.parsing_weights)):  # fmt: skip
+        if spec:
+            used[name] = f"{spec}: sha256 {file_digest(spec)}"
+    if not settings.faces.detector_weights:
+        used["faces.detector_weights"] = f"facexlib's release weights for {settings.faces.detector}"
+    return used
 
 
 def format_summary(summary: RunSummary) -> list[str]:

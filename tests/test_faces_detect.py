@@ -90,3 +90,29 @@ def test_a_batch_returns_one_list_per_frame_including_empty_ones(shared_dir, fra
     gray = np.full_like(frame, 128)
     detections = mobile_detector(shared_dir).detect(np.stack([frame, gray, frame]))
     assert [len(faces) for faces in detections] == [1, 0, 1]
+
+
+def test_weights_behind_a_url_are_cached_once_per_node_and_verified(shared_dir, frame, moto_s3, tmp_path,
+                                                                    monkeypatch):  # fmt: skip
+    import hashlib
+
+    import fsspec
+
+    monkeypatch.setenv("DPT_CACHE_DIR", str(tmp_path / "cache"))
+    local = mobile_settings(shared_dir).detector_weights
+    s3 = fsspec.filesystem("s3")
+    s3.put_file(str(local), "archive/weights/retinaface.pth")
+    digest = hashlib.sha256(open(local, "rb").read()).hexdigest()
+    s3.pipe_file("archive/weights/retinaface.pth.sha256", f"{digest}  retinaface.pth\n".encode())
+
+    detector = FaceDetector(name="retinaface_mobile0.25", weights="s3://archive/weights/retinaface.pth")
+    assert len(detector.detect([frame])[0]) == 1
+    cached = [path for path in (tmp_path / "cache").rglob("*.pth")]
+    assert len(cached) == 1 and hashlib.sha256(cached[0].read_bytes()).hexdigest() == digest
+    FaceDetector(name="retinaface_mobile0.25", weights="s3://archive/weights/retinaface.pth")
+    assert [path for path in (tmp_path / "cache").rglob("*.pth")] == cached  # no second copy
+
+    s3.pipe_file("archive/weights/other.pth", b"tampered")
+    s3.pipe_file("archive/weights/other.pth.sha256", f"{digest}\n".encode())
+    with pytest.raises(DetectorWeightsError, match="faces.detector_weights"):
+        FaceDetector(name="retinaface_mobile0.25", weights="s3://archive/weights/other.pth")

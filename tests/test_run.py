@@ -17,6 +17,7 @@ from pipeline.cli import main
 from pipeline.config import load_settings
 from pipeline.demo import DEMO_FILMS
 from pipeline.media import ffmpeg_exe, probe, read_frames, write_video
+from pipeline.state import file_digest
 
 FILMS = {film.video_id: film for film in DEMO_FILMS}
 
@@ -109,7 +110,7 @@ def test_faces_change_and_background_matches_a_plain_reencode(smoke_run, demo_ar
     assert psnr(restored[no_face[0] : no_face[1]], reencoded[no_face[0] : no_face[1]]) >= 40
 
 
-def test_catalog_holds_every_video_clip_and_track(smoke_run, demo_archive):
+def test_catalog_holds_every_video_clip_and_track(smoke_run, demo_archive, shared_dir):
     out, _ = smoke_run
     catalog = read_catalog(str(out))
     videos = catalog.videos.set_index("video_id")
@@ -137,6 +138,9 @@ def test_catalog_holds_every_video_clip_and_track(smoke_run, demo_archive):
     )
     assert (catalog.tracks.groupby("video_id").size() > 0).all()
     assert catalog.run["weights"] == "synthetic:0"
+    detector = shared_dir / "weights" / "retinaface_mobile0.25.pth"
+    used = catalog.run["weights_used"]
+    assert used["faces.detector_weights"] == f"{detector}: sha256 {file_digest(str(detector))}"
     assert catalog.run["config"]["model"]["name"] == "tiny"
     assert not any((out / "work").glob("film_*"))  # work artifacts of finished videos are removed
 
@@ -281,21 +285,23 @@ def test_changed_settings_never_reuse_results(resumed_run, tmp_path):
 
 
 def test_input_and_output_on_s3(demo_archive, shared_dir, moto_s3, tmp_path):
-    """Manifest, source and output all behind s3:// URLs on a local moto server, and a rerun that keeps
-    what the first run recorded there."""
+    """Manifest, source, detector weights and output all behind s3:// URLs on a local moto server, and a
+    rerun that keeps what the first run recorded there."""
     import json
 
     import fsspec
 
     s3 = fsspec.filesystem("s3")
     s3.put_file(str(demo_archive.parent / FILMS["film_b"].file_name), "archive/films/film_b.mp4")
+    s3.put_file(str(shared_dir / "weights" / "retinaface_mobile0.25.pth"), "archive/weights/retinaface.pth")
     with s3.open("archive/archive.parquet", "wb") as sink:
         pd.DataFrame({"uri": ["s3://archive/films/film_b.mp4"], "video_id": ["film_b"]}).to_parquet(sink)
     env = {"FSSPEC_S3": json.dumps({"endpoint_url": moto_s3, "skip_instance_cache": True}),
            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1", "DPT_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
+    detector = "faces.detector_weights=s3://archive/weights/retinaface.pth"
     args = ["--manifest", "s3://archive/archive.parquet", "--output", "s3://archive/runs/one",
-            *smoke_args(shared_dir)]  # fmt: skip
+            *smoke_args(shared_dir), "--set", detector]  # fmt: skip
     code, output = finish_run(start_run(args, env))
     assert code == 0, output
 
@@ -304,7 +310,10 @@ def test_input_and_output_on_s3(demo_archive, shared_dir, moto_s3, tmp_path):
     s3.get_file("archive/runs/one/videos/film_b.mp4", str(tmp_path / "film_b.mp4"))
     assert probe(tmp_path / "film_b.mp4").frame_count == FILMS["film_b"].frame_count
     assert s3.isfile("archive/runs/one/state/videos/film_b.json")
-    assert s3.isfile("archive/runs/one/run.json")
+    used = json.loads(s3.cat_file("archive/runs/one/run.json"))["weights_used"]
+    assert used["faces.detector_weights"].startswith("s3://archive/weights/retinaface.pth: sha256 ")
+    assert used["model.weights"] == "synthetic:0"
+    assert len(list((tmp_path / "cache").rglob("*.pth"))) == 1  # the node's verified copy
 
     code, output = finish_run(start_run(args, env))
     assert code == 0 and "1 videos were finished by an earlier run and are kept" in output, output

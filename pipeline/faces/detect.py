@@ -153,6 +153,22 @@ def _to_detections(boxes: np.ndarray, landmarks: np.ndarray, scale: float) -> li
     ]
 
 
+def local_weights(spec: str | Path, setting: str) -> Path:
+    """A local file for a weights setting: a path as it is; an fsspec URL (s3://, gs://, https://...)
+    copied once into this node's cache ($DPT_CACHE_DIR) and checked against the sha256 in the URL's
+    `.sha256` sidecar when there is one (`model.weights.resolve_weights` does the same for the
+    network). A cached copy is reused by every later actor on the node."""
+    if "://" not in str(spec):
+        return Path(spec)
+    from model.weights import WeightsError, resolve_weights
+
+    try:
+        return resolve_weights(str(spec)).path
+    except WeightsError as error:
+        message = str(error).split("; fix the URL")[0].replace("model.weights", setting)
+        raise DetectorWeightsError(f"{setting}: {message}") from None
+
+
 def build_retinaface(name: str, weights: str | Path | None, device: torch.device) -> torch.nn.Module:
     """Construct facexlib's RetinaFace `name` in eval mode with `weights` (None: facexlib's download)."""
     if name not in DETECTOR_NAMES:
@@ -165,7 +181,7 @@ def build_retinaface(name: str, weights: str | Path | None, device: torch.device
         # facexlib builds its ResNet-50 backbone with torchvision's deprecated `pretrained=False`.
         warnings.simplefilter("ignore", UserWarning)
         model = RetinaFace(network_name=name.removeprefix("retinaface_"), half=False, device=device)
-    state_dict = read_state_dict(Path(weights))
+    state_dict = read_state_dict(local_weights(weights, "faces.detector_weights"))
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.faces.detect import DetectorWeightsError
+from pipeline.faces.detect import DetectorWeightsError, local_weights
 
 # CelebAMask-HQ labels kept as face: 1-13 (skin, brows, eyes, glasses, ears, earring, nose, mouth, lips)
 # and 15 (earring); background 0, neck 14, neck-lace 16, cloth 17, hair 17-18 and hat are left out.
@@ -32,7 +32,9 @@ class FaceParser:
         self.batch_size = batch_size
         self.model = ParseNet(in_size=PARSING_SIZE, out_size=PARSING_SIZE, parsing_ch=19)
         try:
-            self.model.load_state_dict(load_state_dict_file(weights), strict=True)
+            self.model.load_state_dict(
+                load_state_dict_file(local_weights(weights, "faces.parsing_weights")), strict=True
+            )
         except (WeightsError, RuntimeError) as error:
             raise DetectorWeightsError(
                 f"faces.parsing_weights: {weights} is not a facexlib ParseNet state dict "
