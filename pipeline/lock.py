@@ -20,7 +20,10 @@ class RunLockedError(RuntimeError):
     """Another live run owns the output folder."""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host has the pid (pid reuse aside)."""
+    if pid <= 0:
+        return False  # os.kill would signal a process group, or every process
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -28,6 +31,19 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True  # it exists, owned by someone else
     return True
+
+
+def read_lock(folder: str | Path) -> dict | None:
+    """The owner ({"host", "pid", "started"}) named by FOLDER's lock file; None without one, {} when
+    it cannot be read (a lock being written, or a torn one)."""
+    path = Path(folder) / LOCK_FILE
+    try:
+        holder = json.loads(path.read_text() or "{}")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
 
 
 class RunLock:
@@ -51,11 +67,8 @@ class RunLock:
             return self
 
     def _handle_existing(self) -> None:
-        try:
-            holder = json.loads(self.path.read_text() or "{}")
-        except (OSError, ValueError):
-            holder = {}
-        if holder.get("host") == socket.gethostname() and _pid_alive(int(holder.get("pid", -1))):
+        holder = read_lock(self.path.parent) or {}
+        if holder.get("host") == socket.gethostname() and pid_alive(int(holder.get("pid", -1))):
             raise RunLockedError(
                 f"{self.path.parent} is in use by a live run (pid {holder['pid']} on {holder['host']}); "
                 "wait for it, or give this run another --output"
