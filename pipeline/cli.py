@@ -299,5 +299,27 @@ def run_command(
         sys.exit(1)
 
 
+@main.command("status")
+@click.argument("output", metavar="OUTPUT")
+@click.option("--work-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="The run's --work-dir, if it was given (for a URL output, it holds the run lock).")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status_command(output: str, work_dir: Path | None, as_json: bool) -> None:
+    """Progress of the run(s) on OUTPUT (a folder or URL): videos and clips done, failed and pending,
+    face-frames restored, throughput and ETA; while a run is live and after it ended."""
+    import json
+
+    from pipeline.status import NoRunError, format_status, read_status
+
+    try:
+        status = read_status(output, work_dir=work_dir)
+    except NoRunError as error:
+        raise click.UsageError(str(error)) from None
+    if as_json:
+        click.echo(json.dumps(status.to_dict(), indent=2, default=str))
+    else:
+        click.echo("\n".join(format_status(status)))
+
+
 if __name__ == "__main__":
     main()
