@@ -3,13 +3,19 @@
 There is no ffprobe: `probe` runs one `ffmpeg -i FILE -map 0:V:0 -c copy -f framecrc -` pass, which
 reads the container's stream lines from stderr and one line per video packet (timestamp, duration)
 from stdout without decoding anything. That gives an exact frame count and an exact rational frame
-rate (24000/1001, not 23.98).
+rate (24000/1001, not 23.98). A file that ends inside its video data (a cut-short copy) is refused
+as truncated rather than described by the frames that happen to be there.
+
+Variable frame rate (phones): every frame is kept and decoded once, but the pipeline writes constant
+rate video, so such a source is described, and its output written, at its mean rate
+frame_count / duration; the output lasts as long as the source, its frame times evened out.
 
 Frames are RGB uint8 arrays shaped TxHxWx3 in display orientation: decord (like ffmpeg) applies a
 rotation side-data matrix when decoding, so `VideoInfo.width`/`height` are those of decoded frames.
 """
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import shutil
@@ -33,6 +39,17 @@ STANDARD_RATES = tuple(
                  "60000/1001", "60", "100", "120000/1001", "120", "15", "12", "20", "10")
 )
 
+# What ffmpeg's demuxers say when a file ends in the middle of its packets.
+TRUNCATION_MESSAGES = {
+    "partial file": "ffmpeg: partial file",  # mov/mp4: a sample's bytes run past the end
+    "File ended prematurely": "ffmpeg: file ended prematurely",  # Matroska/WebM
+}
+# libav error codes that decord reports as numbers ("av_read_frame failed with 1094995529").
+AV_ERRORS = {
+    1094995529: "invalid data: the file is corrupt or truncated",  # AVERROR_INVALIDDATA
+    541478725: "unexpected end of file: the file is truncated",  # AVERROR_EOF
+}
+
 
 class MediaError(RuntimeError):
     """A video could not be probed, decoded, encoded or joined; the message names the file."""
@@ -45,7 +62,8 @@ class VideoInfo:
     Attributes:
         path: the file probed.
         width, height: size in pixels of decoded frames (display orientation, rotation applied).
-        frame_rate: exact frames per second as a fraction (Fraction(24000, 1001)).
+        frame_rate: exact frames per second as a fraction (Fraction(24000, 1001)); for a variable
+            frame rate, the mean rate frame_count / duration, snapped to a standard rate within 0.1%.
         frame_count: number of video frames (packets of the first video stream).
         duration_s: frame_count / frame_rate in seconds.
         rotation: counterclockwise display rotation from the stream's side data (0, 90, 180, 270).
@@ -53,6 +71,7 @@ class VideoInfo:
         pix_fmt: source pixel format ("yuv420p", "yuv420p10le").
         bit_depth: bits per sample of pix_fmt (8, 10, 12, 16).
         audio_streams, subtitle_streams: how many of each the container holds.
+        variable_frame_rate: the intervals between frame times differ by more than timestamp rounding.
     """
 
     path: str
@@ -67,6 +86,7 @@ class VideoInfo:
     bit_depth: int
     audio_streams: int
     subtitle_streams: int
+    variable_frame_rate: bool = False
 
     @property
     def has_audio(self) -> bool:
@@ -101,28 +121,31 @@ def probe(path: str | Path) -> VideoInfo:
     """Describe a video file from one stream-copy pass of ffmpeg (nothing is decoded).
 
     Raises:
-        MediaError: the file is missing, unreadable or has no video stream.
+        MediaError: the file is missing, unreadable, empty, not a video (text, audio only, unknown
+            data) or truncated; the message names the file and the cause in plain words.
     """
     path = Path(path)
-    if not path.is_file():
-        raise MediaError(f"{path}: video file not found")
+    head = _read_head(path)
     command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path),
                "-map", "0:V:0", "-c", "copy", "-f", "framecrc", "-"]
     result = subprocess.run(command, capture_output=True, text=True)
     header = result.stderr.split("\nOutput #0", 1)[0]
-    if result.returncode != 0:
-        raise MediaError(f"{path}: ffmpeg could not read it as a video: {_last_lines(result.stderr)}")
     stream = _video_stream_block(header)
-    if stream is None:
-        raise MediaError(f"{path}: no video stream found")
+    if result.returncode != 0 or stream is None:
+        raise MediaError(f"{path}: {_why_not_a_video(head, header, result.stderr)}")
     timebase, packets = _parse_framecrc(result.stdout)
     if not packets:
         raise MediaError(f"{path}: the video stream holds no frames")
+    truncation = _truncation_message(result.stderr)
+    if truncation:
+        raise MediaError(f"{path}: truncated: the file ends within its video data, at frame {len(packets)} "
+                         f"({_declared_duration(header)}{truncation}); an interrupted copy or recording?")
     width, height = _stream_size(stream, path)
     rotation = _stream_rotation(stream)
     if rotation in (90, 270):
         width, height = height, width
-    frame_rate = _frame_rate(timebase, packets, _header_rate(stream), path)
+    variable = _variable_frame_rate(packets)
+    frame_rate = _frame_rate(timebase, packets, _header_rate(stream), path, variable)
     pix_fmt = _stream_pix_fmt(stream)
     return VideoInfo(
         path=str(path),
@@ -137,6 +160,7 @@ def probe(path: str | Path) -> VideoInfo:
         bit_depth=_bit_depth(pix_fmt),
         audio_streams=len(re.findall(r"Stream #0:\d+\S*: Audio:", header)),
         subtitle_streams=len(re.findall(r"Stream #0:\d+\S*: Subtitle:", header)),
+        variable_frame_rate=variable,
     )
 
 
@@ -333,7 +357,7 @@ def _open_reader(path: str | Path, width: int, height: int):
     try:
         return decord.VideoReader(str(path), ctx=decord.cpu(0), width=width or -1, height=height or -1)
     except decord.DECORDError as error:
-        raise MediaError(f"{path}: decord could not open it: {error}") from None
+        raise MediaError(f"{path}: decord could not open it: {_decord_cause(error)}") from None
 
 
 def _decode(reader, path: str | Path, indices: list[int]) -> np.ndarray:
@@ -342,7 +366,9 @@ def _decode(reader, path: str | Path, indices: list[int]) -> np.ndarray:
     try:
         return reader.get_batch(indices).asnumpy()
     except decord.DECORDError as error:
-        raise MediaError(f"{path}: decoding frames {indices[0]}..{indices[-1]} failed: {error}") from None
+        raise MediaError(
+            f"{path}: decoding frames {indices[0]}..{indices[-1]} failed: {_decord_cause(error)}"
+        ) from None
 
 
 def _video_stream_block(header: str) -> str | None:
@@ -419,9 +445,12 @@ def _header_rate(stream: str) -> Fraction | None:
 
 
 def _frame_rate(
-    timebase: Fraction, packets: list[tuple[int, int]], header: Fraction | None, path: Path
+    timebase: Fraction, packets: list[tuple[int, int]], header: Fraction | None, path: Path, variable: bool
 ) -> Fraction:
-    """Exact rate from packet durations when the time base can express it, else the nearest standard."""
+    """Exact rate from packet durations when the time base can express it, else the nearest standard;
+    for a variable frame rate, the mean rate frame_count / (last frame's end - first frame's start)."""
+    if variable:
+        return _snap_rate(float(len(packets) / (_stream_span(packets) * timebase)))
     durations = [duration for _, duration in packets if duration > 0]
     span_rate = None
     if len(packets) > 1:
@@ -438,11 +467,104 @@ def _frame_rate(
     return _snap_rate(float(estimate))
 
 
+def _frame_intervals(packets: list[tuple[int, int]]) -> list[int]:
+    """Ticks between consecutive frames in display order."""
+    pts = sorted(p for p, _ in packets)
+    return [after - before for before, after in zip(pts, pts[1:], strict=False)]
+
+
+def _variable_frame_rate(packets: list[tuple[int, int]]) -> bool:
+    """Frame intervals differ by more than rounding: over 2 ticks and over 1% of the mean interval
+    (a Matroska film at 24000/1001 in milliseconds alternates 41 and 42 ticks and is not variable)."""
+    intervals = _frame_intervals(packets)
+    if len(intervals) < 2:
+        return False
+    spread = max(intervals) - min(intervals)
+    return spread > 2 and spread > 0.01 * sum(intervals) / len(intervals)
+
+
+def _stream_span(packets: list[tuple[int, int]]) -> int:
+    """Ticks from the first frame's start to the last frame's end (its duration, else the mean interval)."""
+    pts = [p for p, _ in packets]
+    last_duration = max(packets, key=lambda packet: packet[0])[1]
+    intervals = _frame_intervals(packets)
+    if last_duration <= 0:
+        last_duration = round(sum(intervals) / len(intervals)) if intervals else 1
+    return max(pts) - min(pts) + last_duration
+
+
 def _snap_rate(rate: float) -> Fraction:
     for standard in STANDARD_RATES:
         if abs(rate / standard - 1) < 0.001:
             return standard
     return Fraction(rate).limit_denominator(1001)
+
+
+def _read_head(path: Path, size: int = 512) -> bytes:
+    """The file's first bytes; MediaError when it is absent, unreadable or empty."""
+    if not path.is_file():
+        raise MediaError(f"{path}: video file not found")
+    try:
+        with path.open("rb") as file:
+            head = file.read(size)
+    except PermissionError:
+        raise MediaError(
+            f"{path}: permission denied: this process may not read the file; give the run's user read access"
+        ) from None
+    except OSError as error:
+        raise MediaError(f"{path}: cannot read the file: {error.strerror or error}") from None
+    if not head:
+        raise MediaError(f"{path}: zero-byte file: it is empty (an interrupted copy or upload?)")
+    return head
+
+
+def _why_not_a_video(head: bytes, header: str, stderr: str) -> str:
+    """Plain words for a file ffmpeg found no video in, from its first bytes and ffmpeg's messages."""
+    streams = re.findall(r"Stream #0:\d+\S*: (\w+):", header)
+    if "Input #0" in header:
+        kinds = Counter(kind.lower() for kind in streams)
+        held = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())) or "none"
+        return f"not a video: no video stream (streams in the file: {held})"
+    if _looks_like_text(head):
+        first_line = head.decode("utf-8", errors="replace").strip().splitlines()[0][:40]
+        return f"a text file, not a video: no decodable video (it begins {first_line!r})"
+    if head[4:8] == b"ftyp" and "moov atom not found" in stderr:
+        return ("truncated: an MP4 without its index (moov atom not found), which is written last: "
+                "an interrupted copy or recording?")  # fmt: skip
+    if "Permission denied" in stderr:
+        return "permission denied: ffmpeg may not read the file; give the run's user read access"
+    return f"no decodable video: ffmpeg cannot read it as a video: {_last_lines(stderr)}"
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """UTF-8 without control characters other than whitespace (the last character may be cut)."""
+    if b"\0" in head:
+        return False
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return bool(text) and all(char.isprintable() or char in "\t\n\r\f" for char in text)
+
+
+def _truncation_message(stderr: str) -> str:
+    return next((words for message, words in TRUNCATION_MESSAGES.items() if message in stderr), "")
+
+
+def _declared_duration(header: str) -> str:
+    match = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", header)
+    if not match:
+        return ""
+    hours, minutes, seconds = match.groups()
+    return f"the container declares {int(hours) * 3600 + int(minutes) * 60 + float(seconds):.2f} s; "
+
+
+def _decord_cause(error: Exception) -> str:
+    message = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    code = re.search(r"failed with (-?\d+)", message)
+    if code and abs(int(code.group(1))) in AV_ERRORS:
+        return f"{AV_ERRORS[abs(int(code.group(1)))]} ({message.split('Error: ')[-1]})"
+    return message
 
 
 def _concat_quote(path: Path) -> str:
