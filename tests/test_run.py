@@ -317,3 +317,15 @@ def test_input_and_output_on_s3(demo_archive, shared_dir, moto_s3, tmp_path):
 
     code, output = finish_run(start_run(args, env))
     assert code == 0 and "1 videos were finished by an earlier run and are kept" in output, output
+
+
+def test_status_reports_a_finished_run(smoke_run):
+    out, _ = smoke_run
+    result = CliRunner().invoke(main, ["status", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "not live" in result.output and "2 done, 2 failed, 0 pending" in result.output
+    assert "letter" in result.output and "gone" in result.output
+    as_json = CliRunner().invoke(main, ["status", str(out), "--json"])
+    import json
+
+    assert json.loads(as_json.output)["videos_done"] == 2
