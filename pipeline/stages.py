@@ -427,6 +427,7 @@ class PasteAndEncode(Stage):
     def process_row(self, row: Row) -> Row:
         from pipeline.faces import paste_faces
         from pipeline.media import VideoWriter, iter_frames
+        from pipeline.storage import fsync_file
 
         artifact = row.get("restored_artifact")
         faces_by_frame = restored_faces_by_frame(artifact, self.parser) if artifact else {}
@@ -448,6 +449,7 @@ class PasteAndEncode(Stage):
                 f"{row['source']}: decoded {writer.frames_written} frames of the clip's "
                 f"{row['end'] - row['start']} ({row['start']}..{row['end']}); is the file truncated?"
             )
+        fsync_file(partial)  # the segment's bytes are on disk before its name and record say it is done
         os.replace(partial, segment)
         if artifact:
             Path(artifact).unlink(missing_ok=True)  # consumed: only the encoded segment stays

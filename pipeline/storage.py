@@ -5,6 +5,8 @@ a user gives may be either kind, and every file the pipeline publishes appears w
 """
 from __future__ import annotations
 
+import io
+import os
 import shutil
 import uuid
 from collections.abc import Callable
@@ -53,11 +55,31 @@ def write_atomically(location: str | Path, write: Callable[[IO[bytes]], Any]) ->
     try:
         with fs.open(temporary, "wb") as sink:
             write(sink)
+            _flush_to_disk(sink)
         fs.mv(temporary, path)
     except BaseException:
         _remove_quietly(fs, temporary)
         raise
     return str(location)
+
+
+def _flush_to_disk(sink: IO[bytes]) -> None:
+    """fsync a local file before it is renamed into place, so that a record never outlives, after a
+    power cut, the bytes it describes; remote files have no descriptor and are left alone."""
+    try:
+        sink.flush()
+        os.fsync(sink.fileno())
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        pass
+
+
+def fsync_file(path: str | Path) -> None:
+    """Flush a finished local file's bytes to disk (before its rename or record makes it count)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _remove_quietly(fs: fsspec.AbstractFileSystem, path: str) -> None:
@@ -96,6 +118,7 @@ def publish_file(local: str | Path, location: str | Path) -> str:
     if not is_url(location):
         target = Path(location)
         target.parent.mkdir(parents=True, exist_ok=True)
+        fsync_file(local)
         try:
             local.replace(target)
         except OSError:  # another disk: copy beside the target first
