@@ -252,7 +252,8 @@ def manifest_check(manifest: str) -> None:
               help="Output folder or URL (s3://bucket/run): videos/, catalog/, state/ and run.json go there.")
 @settings_options
 @click.option("--address", default=None, metavar="ADDRESS",
-              help="Ray cluster to run on (e.g. auto or ray://HEAD:10001); default: an embedded local Ray.")
+              help="Ray cluster to run on (auto on a node of the cluster, or HEAD:6379); default: the "
+                   "job's cluster inside a Ray job (RAY_ADDRESS), else an embedded local Ray.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Restore only the first N videos.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (videos, clips, face-frames estimate); stop.")
 @click.option("--retry-failed", is_flag=True,

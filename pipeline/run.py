@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -291,12 +291,30 @@ def prepare(settings: Settings, address: str | None) -> ClusterPlan:
     return plan
 
 
+def cluster_address(address: str | None, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The cluster a run connects to: `address`, else RAY_ADDRESS (which Ray sets for the driver of a
+    submitted job: the job's own cluster), else None for an embedded local Ray.
+
+    A dashboard URL (http://HEAD:8265, what `ray job submit` reads from RAY_ADDRESS) is for submitting
+    jobs, not for a driver to connect to; it is refused with the way to use it."""
+    address = address or environ.get("RAY_ADDRESS") or None
+    if address and address.startswith(("http://", "https://")):
+        raise SetupError(
+            f"{address} is a Ray dashboard (Jobs API) address: submit the run there with "
+            f"`dpt-batch submit --address {address} -- run ...`, or give `run` the cluster's GCS address "
+            "(--address HEAD:6379, or auto on a node of the cluster); unset RAY_ADDRESS for a local run"
+        )
+    return address
+
+
 def init_ray(address: str | None) -> None:
-    """Connect to a cluster at `address`, or start an embedded local Ray."""
+    """Connect to the cluster at `address` (or, inside a Ray job, the job's cluster), or start an
+    embedded local Ray."""
     import ray
 
     if ray.is_initialized():
         return
+    address = cluster_address(address)
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
