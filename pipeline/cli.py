@@ -322,5 +322,60 @@ def status_command(output: str, work_dir: Path | None, as_json: bool) -> None:
         click.echo("\n".join(format_status(status)))
 
 
+@main.command("submit", context_settings={"ignore_unknown_options": True})
+@click.option("--address", required=True, metavar="URL",
+              help="The cluster's Ray dashboard (Jobs API), e.g. http://HEAD:8265.")
+@click.option("--wait", is_flag=True,
+              help="Follow the job's logs until it ends, and exit with its exit status.")
+@click.option("--working-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Upload this source tree with the job and run it from there (without .venv, .git, out/, "
+                   "demo/, bench-results/); default: the dpt-batch installed on the cluster.")
+@click.option("--env", "env_names", multiple=True, metavar="NAME",
+              help="Pass this environment variable of this shell to the job, e.g. --env DPT_CACHE_DIR "
+                   "--env AWS_PROFILE (repeatable; NAME=VALUE sets a value).")
+@click.argument("command_line", nargs=-1, required=True, type=click.UNPROCESSED,
+                metavar="-- COMMAND [ARGS]...")
+def submit_command(address: str, wait: bool, working_dir: Path | None, env_names, command_line) -> None:
+    """Run a dpt-batch command line on a Ray cluster, as a job submitted through Ray's Jobs API.
+
+    \b
+        dpt-batch submit --address http://HEAD:8265 --wait -- run --manifest M --output OUT
+
+    The job runs `python -m pipeline.cli COMMAND ARGS` on the head node; `run` uses the job's cluster.
+    Paths are the cluster's. Prints the job id; with --wait, follows the job's logs.
+
+    Exit status: without --wait 0 once submitted; with --wait 0 when the job succeeded, else its
+    command's exit status (1 when Ray did not record one); 2 when the job could not be submitted.
+    """
+    from pipeline.submit import SubmitError, follow, job_env_vars, submit
+
+    if command_line[0] not in main.commands or command_line[0] == "submit":
+        commands = ", ".join(sorted(name for name in main.commands if name != "submit"))
+        raise click.UsageError(
+            f"{command_line[0]!r} is not a dpt-batch command ({commands}); give the command line without "
+            "`dpt-batch`, after --, e.g. -- run --manifest archive.parquet --output /restored"
+        )
+    try:
+        env_vars = job_env_vars(env_names)
+        client, job_id = submit(address, command_line, working_dir, env_vars)
+    except SubmitError as error:
+        refused = click.ClickException(str(error))
+        refused.exit_code = 2
+        raise refused from None
+    if not wait:
+        click.echo(job_id)
+        click.echo(f"follow it with: ray job logs --follow {job_id} --address {address}", err=True)
+        return
+    click.echo(f"job {job_id} submitted to {address}; its logs follow (Ctrl-C leaves it running)", err=True)
+    try:
+        outcome = follow(client, job_id, partial(click.echo, nl=False))
+    except KeyboardInterrupt:
+        click.echo(f"\njob {job_id} goes on; stop it with: ray job stop {job_id} --address {address}",
+                   err=True)
+        sys.exit(130)
+    click.echo(outcome.summary(), err=True)
+    sys.exit(outcome.exit_code)
+
+
 if __name__ == "__main__":
-    main()
+    main(prog_name="dpt-batch")  # python -m pipeline.cli, as a submitted job runs it

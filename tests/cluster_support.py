@@ -1,0 +1,154 @@
+"""A real two-node Ray cluster on this machine: a head with the dashboard (Jobs API) and a second node,
+each started by `ray start` in a session of its own.
+
+Teardown kills exactly this cluster's processes, by session: the members of the two `ray start`
+sessions and their descendants (Ray starts each job's driver in a session of its own). `ray stop`
+would kill every Ray on the machine, among them an embedded Ray of the test process itself.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def dashboard_unavailable() -> str:
+    """Why a Ray dashboard (and with it the Jobs API) cannot start here; empty when it can."""
+    try:
+        import ray.job_submission  # noqa: F401
+        from ray._private.utils import get_dashboard_dependency_error
+    except ImportError as error:
+        return f"Ray's Jobs API is not importable: {error}"
+    error = get_dashboard_dependency_error()
+    return f"Ray's dashboard cannot start (install ray[default]): {error}" if error else ""
+
+
+def cluster_env() -> dict[str, str]:
+    """The environment of the cluster's processes and of the commands that talk to it: the venv's
+    `python` and `ray` first on PATH (a job's entrypoint runs `python`), no inherited Ray address, and
+    no token authentication (a loopback-only test cluster; an embedded Ray of this process may have
+    switched it on in os.environ)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["RAY_AUTH_MODE"] = "disabled"
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    return env
+
+
+@dataclass
+class LocalCluster:
+    """Two Ray nodes on 127.0.0.1 with `cpus` CPUs each; the second has the resource `worker_node`."""
+
+    cwd: Path
+    cpus: int = 2
+    object_store_bytes: int = 256 * 1024**2
+    gcs_port: int = field(default_factory=free_port)
+    dashboard_port: int = field(default_factory=free_port)
+    temp_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="dpt-ray-", dir="/tmp")))
+    sessions: list[int] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=cluster_env)
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def start(self, timeout: float = 120) -> None:
+        self._ray_start(
+            "--head", "--port", str(self.gcs_port), "--temp-dir", str(self.temp_dir),
+            "--include-dashboard=true", "--dashboard-host", "127.0.0.1",
+            "--dashboard-port", str(self.dashboard_port),
+        )  # fmt: skip
+        self._ray_start("--address", f"127.0.0.1:{self.gcs_port}", "--resources", '{"worker_node": 1}')
+        deadline = time.monotonic() + timeout
+        while len(alive := self.alive_nodes()) < 2:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the cluster has {len(alive)} live nodes after {timeout} s: {alive}")
+            time.sleep(0.5)
+
+    def _ray_start(self, *args: str) -> None:
+        command = [str(VENV_BIN / "ray"), "start", *args, "--num-cpus", str(self.cpus),
+                   "--object-store-memory", str(self.object_store_bytes),
+                   "--dashboard-agent-listen-port", str(free_port()), "--disable-usage-stats"]  # fmt: skip
+        process = subprocess.Popen(
+            command, cwd=self.cwd, env=self.env, start_new_session=True, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        self.sessions.append(process.pid)
+        output, _ = process.communicate(timeout=180)
+        if process.returncode != 0:
+            raise AssertionError(f"`{' '.join(command)}` failed ({process.returncode}):\n{output[-4000:]}")
+
+    def alive_nodes(self) -> dict[str, dict]:
+        """node id -> total resources of each live node, from the state API on the dashboard."""
+        from ray.util.state import list_nodes
+
+        try:
+            nodes = list_nodes(address=self.dashboard_url, timeout=10)
+        except Exception:  # noqa: BLE001 - the dashboard is still starting
+            return {}
+        return {node.node_id: node.resources_total for node in nodes if node.state == "ALIVE"}
+
+    def stage_actor_nodes(self, submission_id: str) -> set[str]:
+        """The nodes ("head", "worker") where the Ray Data actors of a submitted job ran."""
+        from ray.job_submission import JobSubmissionClient
+        from ray.util.state import list_actors
+
+        job_id = JobSubmissionClient(self.dashboard_url).get_job_info(submission_id).job_id
+        nodes = {node: "worker" if "worker_node" in resources else "head"
+                 for node, resources in self.alive_nodes().items()}  # fmt: skip
+        actors = list_actors(address=self.dashboard_url, filters=[("job_id", "=", job_id)], detail=True,
+                             limit=1000, raise_on_missing_output=False)  # fmt: skip
+        return {nodes.get(actor.node_id, actor.node_id) for actor in actors
+                if actor.class_name.startswith("MapWorker")}  # fmt: skip
+
+    def processes(self, sessions: set[int]) -> list[int]:
+        """Live members of `sessions` and all their descendants (adds the descendants' sessions)."""
+        table = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                table[int(entry.name)] = (int(fields[1]), int(fields[3]))  # parent, session
+        found = {pid for pid, (_, session) in table.items() if session in sessions}
+        while children := {pid for pid, (parent, _) in table.items() if parent in found} - found:
+            found |= children
+        sessions |= {table[pid][1] for pid in found}
+        return sorted(found - {os.getpid()})
+
+    def stop(self, grace: float = 5, timeout: float = 30) -> list[int]:
+        """SIGTERM the cluster's processes, SIGKILL what is left after `grace` seconds, remove its temp
+        folder; the pids that survived `timeout` seconds (none, normally)."""
+        sessions = set(self.sessions)
+        deadline = time.monotonic() + timeout
+        signalled_at, sig = time.monotonic(), signal.SIGTERM
+        while (pids := self.processes(sessions)) and time.monotonic() < deadline:
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.2)
+            if time.monotonic() - signalled_at > grace:
+                sig = signal.SIGKILL
+        survivors = self.processes(sessions)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return survivors
