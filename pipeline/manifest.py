@@ -88,7 +88,11 @@ def read_manifest(path_or_url: str | Path) -> pd.DataFrame:
             f"add a {URI!r} column of local paths or URLs, or build one with "
             f"`dpt-batch manifest build FOLDER -o {source}`"
         )
-    frame = table.to_pandas(types_mapper=_NULLABLE_DTYPES.get)
+    # A DataFrame's index saved by pandas is not a manifest column: an unnamed one (a filtered frame's
+    # row numbers) is dropped, a named one (set_index("video_id")) is kept as the column it names.
+    row_numbers = [name for name in table.column_names if re.fullmatch(r"__index_level_\d+__", name)]
+    table = table.drop_columns(row_numbers)
+    frame = table.to_pandas(types_mapper=_NULLABLE_DTYPES.get, ignore_metadata=True)
     uris = _checked_uris(source, frame[URI], table.schema.field(URI).type)
     if VIDEO_ID in frame.columns:
         ids = _checked_ids(source, frame[VIDEO_ID])

@@ -170,3 +170,16 @@ def test_build_and_read_a_manifest_in_s3(moto_s3, tmp_path):
     assert videos["uri"].tolist() == everything["uri"].tolist()
     assert videos["video_id"].nunique() == 3
     assert s3.ls("archive/manifests") == ["archive/manifests/all.parquet", "archive/manifests/mp4.parquet"]
+
+
+def test_a_saved_dataframe_index_is_not_taken_for_rows_or_columns(tmp_path):
+    frame = pd.DataFrame({"uri": ["/a/one.mp4", "/a/two.mp4", "/a/three.mp4"],
+                          "video_id": ["one", "two", "three"], "reel": [1, 2, 3]})  # fmt: skip
+    filtered = tmp_path / "filtered.parquet"
+    frame[frame.reel > 1].to_parquet(filtered)  # saves the row numbers 1, 2 as an index
+    videos = read_manifest(filtered)
+    assert list(videos.columns) == ["video_id", "uri", "reel"]
+    assert list(videos.video_id) == ["two", "three"] and list(videos.uri) == ["/a/two.mp4", "/a/three.mp4"]
+    indexed = tmp_path / "indexed.parquet"
+    frame.set_index("video_id").to_parquet(indexed)  # video_id saved as pandas' index
+    assert list(read_manifest(indexed).video_id) == ["one", "two", "three"]
