@@ -103,6 +103,21 @@ def clip_key(settings_key_: str, fingerprint: str, start: int, end: int) -> str:
     return f"{start:08d}-{end:08d}-{_digest([settings_key_, fingerprint, start, end])}"
 
 
+def _read_records(fs, names: list[str]) -> list[dict[str, Any]]:
+    """The JSON records at `names`, fetched together (concurrently on S3 and other async stores); a
+    record that vanished or does not parse (a torn write from elsewhere) is skipped."""
+    if not names:
+        return []
+    contents = fs.cat(names, on_error="omit")
+    records = []
+    for name in names:
+        try:
+            records.append(json.loads(contents[name]))
+        except (KeyError, ValueError):
+            continue
+    return records
+
+
 class RunState:
     """The records under OUT/state of one output folder (local path or URL)."""
 
@@ -131,9 +146,8 @@ class RunState:
         except (FileNotFoundError, NotADirectoryError):
             return {}
         found = {}
-        for name in names:
+        for record in _read_records(fs, names):
             try:
-                record = json.loads(fs.cat_file(name))
                 segment = Path(record["segment"])
                 record.pop("finished_at", None)
                 if segment.is_file() and segment.stat().st_size == record.pop("segment_bytes"):
@@ -170,9 +184,8 @@ class RunState:
         except (FileNotFoundError, NotADirectoryError):
             return {}
         found = {}
-        for name in names:
+        for record in _read_records(fs, names):
             try:
-                record = json.loads(fs.cat_file(name))
                 found[record["video"]["video_id"]] = record
             except (OSError, ValueError, KeyError):
                 continue
@@ -198,13 +211,7 @@ class RunState:
             names = [name for name in fs.ls(folder, detail=False) if name.endswith(".json")]
         except (FileNotFoundError, NotADirectoryError):
             return []
-        found = []
-        for name in names:
-            try:
-                found.append(json.loads(fs.cat_file(name)))
-            except (OSError, ValueError):
-                continue
-        return sorted(found, key=lambda run: run.get("started_at", 0))
+        return sorted(_read_records(fs, names), key=lambda run: run.get("started_at", 0))
 
     def clip_records(self) -> dict[str, list[dict[str, Any]]]:
         """video_id -> the raw records of its finished clips (videos still in flight), for status."""
@@ -214,9 +221,8 @@ class RunState:
         except (FileNotFoundError, NotADirectoryError):
             return {}
         found: dict[str, list[dict[str, Any]]] = {}
-        for name in names:
+        for record in _read_records(fs, names):
             try:
-                record = json.loads(fs.cat_file(name))
                 found.setdefault(record["video_id"], []).append(record)
             except (OSError, ValueError, KeyError):
                 continue
