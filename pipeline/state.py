@@ -103,9 +103,15 @@ def clip_key(settings_key_: str, fingerprint: str, start: int, end: int) -> str:
     return f"{start:08d}-{end:08d}-{_digest([settings_key_, fingerprint, start, end])}"
 
 
-def _read_records(fs, names: list[str]) -> list[dict[str, Any]]:
-    """The JSON records at `names`, fetched together (concurrently on S3 and other async stores); a
-    record that vanished or does not parse (a torn write from elsewhere) is skipped."""
+def _read_records(location: str, pattern: str = "*.json") -> list[dict[str, Any]]:
+    """The JSON records matching `pattern` under `location` (none if it does not exist), fetched
+    together (concurrently on S3 and other async stores); a record that vanished or does not parse
+    (a torn write from elsewhere) is skipped."""
+    fs, folder = filesystem(location)
+    try:
+        names = fs.glob(f"{folder}/{pattern}")
+    except (FileNotFoundError, NotADirectoryError):
+        return []
     if not names:
         return []
     contents = fs.cat(names, on_error="omit")
@@ -140,13 +146,9 @@ class RunState:
 
     def finished_clips(self, video_id: str) -> dict[str, dict[str, Any]]:
         """clip key -> recorded row, for the clips of a video whose segment is still whole on disk."""
-        fs, folder = filesystem(join(self.root, "clips", video_id))
-        try:
-            names = [name for name in fs.ls(folder, detail=False) if name.endswith(".json")]
-        except (FileNotFoundError, NotADirectoryError):
-            return {}
+        records = _read_records(join(self.root, "clips", video_id))
         found = {}
-        for record in _read_records(fs, names):
+        for record in records:
             try:
                 segment = Path(record["segment"])
                 record.pop("finished_at", None)
@@ -178,13 +180,9 @@ class RunState:
 
     def finished_videos(self) -> dict[str, dict[str, Any]]:
         """video_id -> record ({"key", "video", "clips", "tracks"}) of every recorded video."""
-        fs, folder = filesystem(join(self.root, "videos"))
-        try:
-            names = [name for name in fs.ls(folder, detail=False) if name.endswith(".json")]
-        except (FileNotFoundError, NotADirectoryError):
-            return {}
+        records = _read_records(join(self.root, "videos"))
         found = {}
-        for record in _read_records(fs, names):
+        for record in records:
             try:
                 found[record["video"]["video_id"]] = record
             except (OSError, ValueError, KeyError):
@@ -206,22 +204,14 @@ class RunState:
 
     def runs(self) -> list[dict[str, Any]]:
         """Every recorded run start, oldest first."""
-        fs, folder = filesystem(join(self.root, "runs"))
-        try:
-            names = [name for name in fs.ls(folder, detail=False) if name.endswith(".json")]
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        return sorted(_read_records(fs, names), key=lambda run: run.get("started_at", 0))
+        records = _read_records(join(self.root, "runs"))
+        return sorted(records, key=lambda run: run.get("started_at", 0))
 
     def clip_records(self) -> dict[str, list[dict[str, Any]]]:
         """video_id -> the raw records of its finished clips (videos still in flight), for status."""
-        fs, folder = filesystem(join(self.root, "clips"))
-        try:
-            names = fs.glob(f"{folder}/*/*.json")
-        except (FileNotFoundError, NotADirectoryError):
-            return {}
+        records = _read_records(join(self.root, "clips"), "*/*.json")
         found: dict[str, list[dict[str, Any]]] = {}
-        for record in _read_records(fs, names):
+        for record in records:
             try:
                 found.setdefault(record["video_id"], []).append(record)
             except (OSError, ValueError, KeyError):

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from run_support import process_table
+
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -118,16 +120,7 @@ class LocalCluster:
 
     def processes(self, sessions: set[int]) -> list[int]:
         """Live members of `sessions` and all their descendants (adds the descendants' sessions)."""
-        table = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z":
-                table[int(entry.name)] = (int(fields[1]), int(fields[3]))  # parent, session
+        table = process_table()
         found = {pid for pid, (_, session) in table.items() if session in sessions}
         while children := {pid for pid, (parent, _) in table.items() if parent in found} - found:
             found |= children

@@ -38,9 +38,9 @@ def wait_for(marker: Path, process: subprocess.Popen, timeout: float = 600) -> N
         time.sleep(0.2)
 
 
-def session_members(session: int) -> list[int]:
-    """Pids of the live processes of a session (Ray puts its workers in their own process groups)."""
-    members = []
+def process_table() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, session id) of every live (not zombie) process, from /proc."""
+    table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -48,9 +48,14 @@ def session_members(session: int) -> list[int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[3]) == session and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
+        if fields[0] != "Z":
+            table[int(entry.name)] = (int(fields[1]), int(fields[3]))
+    return table
+
+
+def session_members(session: int) -> list[int]:
+    """Pids of the live processes of a session (Ray puts its workers in their own process groups)."""
+    return [pid for pid, (_, member_of) in process_table().items() if member_of == session]
 
 
 def kill_run(process: subprocess.Popen) -> None:
