@@ -75,6 +75,8 @@ class RunStatus:
     videos_kept: int  # of the done and failed: finished by an earlier run and kept
     videos_pending: int  # no video record yet (in flight or not started)
     in_flight: list[VideoInFlight]
+    clips_of_finished_done: int  # clips of the finished videos (done or failed) that are done
+    clips_of_finished_failed: int  # clips of the finished videos that failed
     frames_done: int  # encoded frames of finished videos and of finished clips of videos in flight
     faces_restored: int  # face-frames restored, counted the same way
     frames_this_run: int  # of frames_done: those recorded since the run started
@@ -161,6 +163,8 @@ def read_status(output: str, now: float | None = None, work_dir: str | Path | No
         videos_kept=progress.kept,
         videos_pending=len(progress.unfinished),
         in_flight=progress.in_flight,
+        clips_of_finished_done=progress.clips_by_status["done"],
+        clips_of_finished_failed=progress.clips_by_status["failed"],
         frames_done=progress.frames_done,
         faces_restored=progress.faces_restored,
         frames_this_run=progress.frames_this_run,
@@ -181,6 +185,7 @@ class _Progress:
         self.unfinished: list[str] = []
         self.in_flight: list[VideoInFlight] = []
         self.kept = self.frames_done = self.faces_restored = self.frames_this_run = 0
+        self.clips_by_status = {"done": 0, "failed": 0}
         self.finish_times: list[float] = []
         for entry in run.get("videos", []):
             video_id = entry["video_id"]
@@ -203,6 +208,9 @@ class _Progress:
     def _add_finished(self, record: dict, this_run: bool) -> None:
         video = record["video"]
         self.finished.append(record)
+        for clip in record.get("clips", []):
+            status = "done" if clip.get("status") == "done" else "failed"
+            self.clips_by_status[status] += 1
         if video.get("status") == "done":
             frames = _int(video.get("frames_out"))
         else:  # the clips it encoded before it failed
@@ -329,6 +337,13 @@ def format_status(status: RunStatus) -> list[str]:
         f"{status.videos_failed} failed, {status.videos_pending} pending ({len(status.in_flight)} in flight)"
         + (f"; {status.videos_kept} of the finished kept from earlier runs" if status.videos_kept else ""),
     ]
+    pending_clips = status.clips_total - status.clips_done
+    lines.append(
+        f"clips: {status.clips_of_finished_done + status.clips_done} done, "
+        f"{status.clips_of_finished_failed} failed, {pending_clips} pending in videos in flight"
+        + (f" (and those of {_count(status.videos_pending - len(status.in_flight), 'video')} not split yet)"
+           if status.videos_pending > len(status.in_flight) else "")
+    )  # fmt: skip
     if status.in_flight:
         videos = status.in_flight[:IN_FLIGHT_SHOWN]
         shown = ", ".join(f"{video.video_id} {video.clips_done}/{video.clip_count}" for video in videos)

@@ -100,6 +100,8 @@ def test_a_live_run_counts_videos_clips_frames_and_its_eta(tmp_path, clock):
     assert (status.videos_pending, status.videos_kept) == (2, 1)
     assert [(v.video_id, v.clips_done, v.clip_count) for v in status.in_flight] == [("long", 2, 4)]
     assert (status.clips_done, status.clips_total) == (2, 4)
+    # kept 1, film 2, broken 1 of 2 done; broken's other clip failed
+    assert (status.clips_of_finished_done, status.clips_of_finished_failed) == (4, 1)
     # kept 100 + film 200 + broken's encoded clip 50 + long's two clips 60
     assert status.frames_done == 410
     assert status.faces_restored == 10 + 20 + 5 + 7
@@ -123,6 +125,8 @@ def test_the_report_and_its_json(tmp_path, clock):
     assert f"{out}: run run-2 (2nd on this output)" in report
     assert "live: pid" in report
     assert "videos: 5 in the run: 2 done, 1 failed, 2 pending (1 in flight); 1 of the finished kept" in report
+    clips = "clips: 6 done, 1 failed, 2 pending in videos in flight (and those of 1 video not split yet)"
+    assert clips in report
     assert "clips of videos in flight: 2/4 done (long 2/4)" in report
     assert "frames: 410 done, 42 face-frames restored; this run: 310 frames in 10 min 00 s, 0.5 frames/s" in (
         report
