@@ -83,3 +83,53 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.path.unlink(missing_ok=True)
+
+
+class RemoteRunLock:
+    """The run lock of an output behind a URL (s3://...): OUT/.dpt-batch.lock written through fsspec.
+
+    Object stores have no exclusive create here, so this lock is best effort: it refuses a run while
+    another live run's lock is in place (checked as `RunLock` does: a dead owner on this host is taken
+    over, an owner on another host refused with the command that clears it), but two runs that start
+    within the same moment may both go on. `run_manifest` holds it together with the exclusive local
+    lock of the work folder.
+    """
+
+    def __init__(self, output: str) -> None:
+        from pipeline.storage import join
+
+        self.location = join(output, LOCK_FILE)
+        self.stale_owner: dict | None = None
+
+    def __enter__(self) -> RemoteRunLock:
+        from pipeline.storage import filesystem, write_atomically
+
+        fs, path = filesystem(self.location)
+        if fs.isfile(path):
+            try:
+                holder = json.loads(fs.cat_file(path) or b"{}")
+            except (OSError, ValueError):
+                holder = {}
+            host, pid = holder.get("host"), int(holder.get("pid", -1))
+            if host == socket.gethostname() and pid != os.getpid() and pid_alive(pid):
+                raise RunLockedError(f"{self.location} names a live run (pid {pid} on {host}); wait for it, "
+                                     "or give this run another --output")  # fmt: skip
+            if host not in (None, socket.gethostname()):
+                raise RunLockedError(
+                    f"{self.location} names a run on {host} (pid {pid}), which cannot be checked from here; "
+                    f"if that run is dead, remove the lock (e.g. `python -c \"import fsspec; "
+                    f"fsspec.open('{self.location}').fs.rm('{path}')\"`) and rerun"
+                )
+            self.stale_owner = holder
+        owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+        write_atomically(self.location, lambda sink: sink.write(json.dumps(owner).encode()))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from pipeline.storage import filesystem
+
+        fs, path = filesystem(self.location)
+        try:
+            fs.rm(path)
+        except FileNotFoundError:
+            pass

@@ -9,6 +9,7 @@ with film length or archive size.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -27,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.config import Settings
-from pipeline.lock import RunLock
+from pipeline.lock import RemoteRunLock, RunLock
 from pipeline.stages import DetectFaces, PasteAndEncode, RestoreFaces, Row, Stage, describe_error, split_video
 from pipeline.storage import join
 
@@ -571,10 +572,14 @@ def run_manifest(
     videos = [{"video_id": v, "uri": u} for v, u in zip(manifest["video_id"], manifest["uri"], strict=True)]
     plan = prepare(settings, address)
     work_root = Path(work_root or default_work_root(output))
-    # A URL output cannot hold an exclusive lock file: its local work folder holds the lock instead.
-    with RunLock(work_root if is_url(output) else output) as lock:
-        if lock.stale_owner:
-            report(f"the lock of a run that is gone was taken over: {lock.stale_owner}")
+    # A URL output cannot hold an exclusive lock file: its local work folder holds the exclusive lock,
+    # and a best-effort lock on the URL refuses runs from other hosts.
+    with RunLock(work_root if is_url(output) else output) as lock, (
+        RemoteRunLock(str(output)) if is_url(output) else contextlib.nullcontext()
+    ) as remote:
+        for held in (lock, remote):
+            if held is not None and held.stale_owner:
+                report(f"the lock of a run that is gone was taken over: {held.stale_owner}")
         summary = run_archive(videos, output, settings, address=address, report=report, plan=plan,
                               retry_failed=retry_failed, work_root=work_root, manifest=manifest)  # fmt: skip
         weights = next((v["weights"] for v in summary.videos if v["weights"]), settings.model.weights or "")

@@ -32,3 +32,33 @@ def test_a_lock_from_another_host_names_the_host_and_the_fix(tmp_path):
     (tmp_path / LOCK_FILE).write_text(json.dumps({"host": "render-node-7", "pid": 4242, "started": 0}))
     with pytest.raises(RunLockedError, match="render-node-7.*remove"):
         RunLock(tmp_path).__enter__()
+
+
+def test_a_url_output_lock_refuses_another_hosts_run_and_takes_over_a_dead_one(moto_s3):
+    import os
+
+    import fsspec
+
+    from pipeline.lock import RemoteRunLock
+
+    s3 = fsspec.filesystem("s3")
+    with RemoteRunLock("s3://archive/out") as lock:
+        holder = json.loads(s3.cat_file(f"archive/out/{LOCK_FILE}"))
+        assert holder["pid"] == os.getpid() and lock.stale_owner is None
+    assert not s3.exists(f"archive/out/{LOCK_FILE}")  # released
+
+    s3.pipe_file(f"archive/out/{LOCK_FILE}", json.dumps({"host": "render-7", "pid": 12}).encode())
+    with pytest.raises(RunLockedError, match="render-7.*remove the lock"):
+        RemoteRunLock("s3://archive/out").__enter__()
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = {"host": socket.gethostname(), "pid": live.pid}
+        s3.pipe_file(f"archive/out/{LOCK_FILE}", json.dumps(owner).encode())
+        with pytest.raises(RunLockedError, match="live run"):
+            RemoteRunLock("s3://archive/out").__enter__()
+    finally:
+        live.kill()
+        live.wait()
+    with RemoteRunLock("s3://archive/out") as lock:  # its owner is gone now: a killed run's lock
+        assert lock.stale_owner["pid"] == live.pid

@@ -319,6 +319,7 @@ def test_input_and_output_on_s3(demo_archive, shared_dir, moto_s3, tmp_path):
     assert used["faces.detector_weights"].startswith("s3://archive/weights/retinaface.pth: sha256 ")
     assert used["model.weights"] == "synthetic:0"
     assert len(list((tmp_path / "cache").rglob("*.pth"))) == 1  # the node's verified copy
+    assert not s3.exists("archive/runs/one/.dpt-batch.lock")  # the URL's run lock, released
 
     code, output = finish_run(start_run(args, env))
     assert code == 0 and "1 videos were finished by an earlier run and are kept" in output, output
