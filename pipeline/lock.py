@@ -46,6 +46,24 @@ def read_lock(folder: str | Path) -> dict | None:
     return holder if isinstance(holder, dict) else {}
 
 
+def refuse_unless_stale(holder: dict, name: str, clearing: str) -> None:
+    """Raise RunLockedError unless the lock's `holder` is a dead run of this host (a stale lock).
+
+    A live owner on this host is refused; an owner on another host cannot be checked from here and is
+    refused with `clearing`, what to do once that run is known to be dead. `name` names the output."""
+    host, pid = holder.get("host"), int(holder.get("pid", -1))
+    if host == socket.gethostname() and pid_alive(pid):
+        raise RunLockedError(
+            f"{name} is in use by a live run (pid {pid} on {host}); wait for it, or give this run "
+            "another --output"
+        )
+    if host not in (None, socket.gethostname()):
+        raise RunLockedError(
+            f"{name} is locked by a run on {host} (pid {pid}), which cannot be checked from here; "
+            f"if that run is dead, {clearing} and rerun"
+        )
+
+
 class RunLock:
     """Context manager holding OUT's run lock; `stale_owner` says whose dead lock was taken over."""
 
@@ -68,16 +86,7 @@ class RunLock:
 
     def _handle_existing(self) -> None:
         holder = read_lock(self.path.parent) or {}
-        if holder.get("host") == socket.gethostname() and pid_alive(int(holder.get("pid", -1))):
-            raise RunLockedError(
-                f"{self.path.parent} is in use by a live run (pid {holder['pid']} on {holder['host']}); "
-                "wait for it, or give this run another --output"
-            )
-        if holder.get("host") not in (None, socket.gethostname()):
-            raise RunLockedError(
-                f"{self.path.parent} is locked by a run on {holder['host']} (pid {holder.get('pid')}), which "
-                f"cannot be checked from here; if that run is dead, remove {self.path} and rerun"
-            )
+        refuse_unless_stale(holder, str(self.path.parent), f"remove {self.path}")
         self.stale_owner = holder  # its owner is gone: a killed or crashed run
         self.path.unlink(missing_ok=True)
 
@@ -110,16 +119,9 @@ class RemoteRunLock:
                 holder = json.loads(fs.cat_file(path) or b"{}")
             except (OSError, ValueError):
                 holder = {}
-            host, pid = holder.get("host"), int(holder.get("pid", -1))
-            if host == socket.gethostname() and pid != os.getpid() and pid_alive(pid):
-                raise RunLockedError(f"{self.location} names a live run (pid {pid} on {host}); wait for it, "
-                                     "or give this run another --output")  # fmt: skip
-            if host not in (None, socket.gethostname()):
-                raise RunLockedError(
-                    f"{self.location} names a run on {host} (pid {pid}), which cannot be checked from here; "
-                    f"if that run is dead, remove the lock (e.g. `python -c \"import fsspec; "
-                    f"fsspec.open('{self.location}').fs.rm('{path}')\"`) and rerun"
-                )
+            clearing = (f"remove the lock (e.g. `python -c \"import fsspec; "
+                        f"fsspec.open('{self.location}').fs.rm('{path}')\"`)")  # fmt: skip
+            refuse_unless_stale(holder, self.location, clearing)
             self.stale_owner = holder
         owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
         write_atomically(self.location, lambda sink: sink.write(json.dumps(owner).encode()))
