@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from model.devices import effective_precision
 from model.dptempcoh import DPTempCoh
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -69,14 +69,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` is fp32 on the CPU and bf16 on a GPU; fp16 needs a GPU."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"model.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "auto":
-        return "fp32" if device.type == "cpu" else "bf16"
-    if precision == "fp16" and device.type == "cpu":
-        raise ValueError("model.precision fp16 needs a GPU; use fp32 (or bf16) on the CPU")
-    return precision
+    """`auto` is fp32 on the CPU and bf16 on a GPU; fp16 needs a GPU (model.devices)."""
+    return effective_precision(precision, device.type)
 
 
 def frames_to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -24,9 +24,11 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where tensors are touched: resolving and hashing need none of it
+    import torch
+    from torch import nn
 
 HUB_REPO_ID = "xcc98/DP-TempCoh"
 WEIGHTS_FILENAME = "net_g_v1.pth"
@@ -378,11 +380,8 @@ def file_sha256(path: str | os.PathLike, record: bool = False) -> str:
     while the sidecar is newer than the file, so cached 1.4 GB checkpoints are hashed once.
     """
     path = Path(path)
-    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
-    if record and sidecar.is_file() and sidecar.stat().st_mtime_ns >= path.stat().st_mtime_ns:
-        recorded = sidecar.read_text().split()
-        if recorded and len(recorded[0]) == 64:
-            return recorded[0].lower()
+    if record and (recorded := _recorded_sha256(path)):
+        return recorded
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
@@ -410,6 +409,8 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     Accepts upstream's layout (`{"params_ema": ...}`, preferred, or `{"params": ...}`) and a bare
     state dict; a leading "module." (from DataParallel) is stripped from every name.
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise WeightsNotFoundError(f"weights file {path} does not exist")
@@ -424,6 +425,8 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def _select_state_dict(checkpoint: object, path: Path) -> Mapping[str, torch.Tensor]:
+    import torch
+
     if not isinstance(checkpoint, Mapping):
         raise WeightsError(f"weights file {path} holds a {type(checkpoint).__name__}, not a state dict")
     for key in CHECKPOINT_KEYS:
@@ -492,7 +495,11 @@ def load_weights_(
     model: nn.Module, spec: str | os.PathLike | None, cache_dir: str | os.PathLike | None = None
 ) -> ResolvedWeights:
     """Resolve a weights spec and put the weights into `model` in place; returns what was loaded."""
-    resolved = resolve_weights(spec, cache_dir)
+    return load_resolved_(model, resolve_weights(spec, cache_dir))
+
+
+def load_resolved_(model: nn.Module, resolved: ResolvedWeights) -> ResolvedWeights:
+    """Put weights that were resolved already (on this node: see `on_this_node`) into `model`."""
     if resolved.path is None:
         fill_synthetic_(model, resolved.synthetic_seed)
     else:
@@ -500,11 +507,52 @@ def load_weights_(
     return resolved
 
 
+def on_this_node(resolved: ResolvedWeights, cache_dir: str | os.PathLike | None = None) -> ResolvedWeights:
+    """The weights that another process (the driver) resolved, as a file this node can read, without
+    hashing it again: a path or cached file that is here is taken as it is; a URL or the official
+    checkpoint is taken from this node's cache when its recorded digest is the driver's, else fetched
+    into it and checked against that digest."""
+    if resolved.source == "synthetic":
+        return resolved
+    cache = cache_dir_from_env(cache_dir)
+    if resolved.source == "url":
+        copy = _url_cache_path(resolved.origin, cache)
+        if copy.is_file() and _recorded_sha256(copy) == resolved.identity:
+            return ResolvedWeights(resolved.identity, copy, "url", resolved.origin)
+        return _resolve_url(resolved.origin, cache, resolved.identity)
+    if resolved.source in ("cache", "hub"):
+        official = cache / WEIGHTS_FILENAME
+        if official.is_file() and _recorded_sha256(official) == resolved.identity:
+            return ResolvedWeights(resolved.identity, official, resolved.source, resolved.origin)
+        fetched = _resolve_official(cache)
+        if fetched.identity != resolved.identity:
+            raise WeightsIntegrityError(
+                f"the official weights on this node ({fetched.path}, sha256 {fetched.identity}) are not "
+                f"the ones the run started with (sha256 {resolved.identity}); put the same file in every "
+                f"node's cache, or give model.weights as a path or URL every node reads"
+            )
+        return fetched
+    if resolved.path is None or not resolved.path.is_file():
+        raise WeightsNotFoundError(
+            f"weights file {resolved.origin} does not exist on this node; give model.weights as a path "
+            "every node of the cluster reads (shared storage), or as a URL (s3://...)"
+        )
+    return resolved
+
+
+def _recorded_sha256(path: Path) -> str | None:
+    """The digest in a file's `.sha256` sidecar while it is newer than the file; None otherwise."""
+    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+    if not sidecar.is_file() or sidecar.stat().st_mtime_ns < path.stat().st_mtime_ns:
+        return None
+    recorded = sidecar.read_text().split()
+    return recorded[0].lower() if recorded and len(recorded[0]) == 64 else None
+
+
 # ---------------------------------------------------------------------------------------------------
 # synthetic weights
 
 
-@torch.no_grad()
 def fill_synthetic_(model: nn.Module | Mapping[str, torch.Tensor], seed: int = 0) -> nn.Module | Mapping:
     """Fill every floating tensor of the state dict with name-keyed random values, in place.
 
@@ -513,15 +561,20 @@ def fill_synthetic_(model: nn.Module | Mapping[str, torch.Tensor], seed: int = 0
     (mean, variance) pairs, 1-D weights around 1, 1-D biases around 0, other tensors with
     standard deviation 1/sqrt(fan-in). Two networks with the same names and shapes get the same weights.
     """
-    state_dict = model.state_dict() if isinstance(model, nn.Module) else model
-    for name in sorted(state_dict):
-        tensor = state_dict[name]
-        if torch.is_floating_point(tensor):
-            tensor.copy_(_synthetic_values(name, tuple(tensor.shape), seed).to(tensor.dtype))
+    import torch
+
+    state_dict = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    with torch.no_grad():
+        for name in sorted(state_dict):
+            tensor = state_dict[name]
+            if torch.is_floating_point(tensor):
+                tensor.copy_(_synthetic_values(name, tuple(tensor.shape), seed).to(tensor.dtype))
     return model
 
 
 def _synthetic_values(name: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    import torch
+
     generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
     if name.endswith("motion_quantize.embedding.weight"):
         # interleaved per-frame (mean, variance) of codebook features; variances positive
@@ -552,6 +605,8 @@ def verify_weights(path: str | os.PathLike, model_name: str = "official") -> Ver
         WeightsMismatchError: the names missing and unexpected, and shapes that differ.
         WeightsError: the file is unreadable or holds NaN or infinite values.
     """
+    import torch
+
     from model.registry import build_model
 
     path = Path(path)

@@ -25,7 +25,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.faces_report import TRACK_SCHEMA
 from pipeline.faults import fault_point
 from pipeline.storage import filesystem, join, write_atomically
 
@@ -48,11 +47,11 @@ def _field(name: str, type_: pa.DataType, meaning: str, nullable: bool = True) -
 
 REQUIRED = False
 # Types shared with the per-frame tracks report of `dpt-batch faces` (pipeline.faces_report).
-CLIP_INDEX = TRACK_SCHEMA.field("clip").type
-SCENE = TRACK_SCHEMA.field("scene").type
-TRACK_ID = TRACK_SCHEMA.field("track_id").type
-FRAME = TRACK_SCHEMA.field("frame").type
-SCORE = TRACK_SCHEMA.field("score").type
+CLIP_INDEX = pa.int32()
+SCENE = pa.int32()
+TRACK_ID = pa.int32()
+FRAME = pa.int64()
+SCORE = pa.float32()
 
 VIDEOS_SCHEMA = pa.schema(
     [
@@ -219,7 +218,7 @@ def run_record(
         started, ended: datetimes, or seconds since the epoch (time.time()); written in UTC ISO 8601.
         command: the command line; sys.argv when None.
         weights_used: setting -> where its weights came from and their sha256 (network, detector,
-            parser), as `pipeline.run.weights_used` gives it.
+            parser), as `pipeline.context.RunContext.weights_used` gives it.
     """
     start, end = _utc(started), _utc(ended)
     return {

@@ -275,7 +275,8 @@ def run_command(
     """
     from pipeline.lock import RunLockedError
     from pipeline.manifest import ManifestError, read_manifest
-    from pipeline.run import SetupError, format_plan, format_summary, plan_archive, run_manifest
+    from pipeline.plan import format_plan, plan_archive
+    from pipeline.run import SetupError, format_summary, run_manifest
 
     settings = load_cli_settings(config, overrides)
     try:

@@ -1,7 +1,7 @@
 """Faces of one video, for inspection: scene clips -> face tracks -> tracks.parquet and preview.mp4.
 
-This is what `dpt-batch faces VIDEO -o DIR` runs. It uses the same steps as the archive job
-(media.probe, scenes.split_scenes, pipeline.faces.track_faces) on a single machine, so a user can
+This is what `dpt-batch faces VIDEO -o DIR` runs. It takes the same steps as the archive job, through
+the same `Restorer` (probe, scene clips, detection and tracking) on a single machine, so a user can
 check detection and tracking settings on a sample before restoring a whole archive.
 """
 from __future__ import annotations
@@ -16,9 +16,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.catalog import CLIP_INDEX, FRAME, SCENE, SCORE, TRACK_ID
 from pipeline.config import ConfigError, Settings
-from pipeline.media import VideoInfo, VideoWriter, probe, read_frames
-from pipeline.scenes import Clip, split_scenes
+from pipeline.media import VideoInfo, VideoWriter, read_frames
+from pipeline.restorer import Restorer
+from pipeline.scenes import Clip
 
 TRACKS_FILE = "tracks.parquet"
 PREVIEW_FILE = "preview.mp4"
@@ -26,12 +28,12 @@ PREVIEW_MAX_SIDE = 720
 
 TRACK_SCHEMA = pa.schema(
     [
-        pa.field("clip", pa.int32(), nullable=False),
-        pa.field("scene", pa.int32(), nullable=False),
-        pa.field("track_id", pa.int32(), nullable=False),
-        pa.field("frame", pa.int64(), nullable=False),
+        pa.field("clip", CLIP_INDEX, nullable=False),
+        pa.field("scene", SCENE, nullable=False),
+        pa.field("track_id", TRACK_ID, nullable=False),
+        pa.field("frame", FRAME, nullable=False),
         pa.field("box", pa.list_(pa.float32(), 4), nullable=False),
-        pa.field("score", pa.float32()),
+        pa.field("score", SCORE),
         pa.field("detected", pa.bool_(), nullable=False),
         pa.field("landmarks", pa.list_(pa.float32(), 10), nullable=False),
         pa.field("smoothed_landmarks", pa.list_(pa.float32(), 10), nullable=False),
@@ -80,7 +82,8 @@ def write_faces_report(
     info: VideoInfo | None = None,
     progress: Progress | None = None,
 ) -> FacesReport:
-    """Split a video into scene clips, detect and track faces clip by clip, write Parquet and a preview.
+    """Split a video into scene clips, detect and track faces clip by clip (pipeline.restorer, as a run
+    does), and write Parquet and a preview.
 
     Args:
         video: the video file.
@@ -91,14 +94,11 @@ def write_faces_report(
         info: the video's probe, when the caller already has it.
         progress: told how many frames each stage has done.
     """
-    from pipeline.faces import FaceDetector
-
     settings = settings or Settings()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    info = info or probe(video)
-    clips = split_scenes(video, settings.scenes, info, _stage(progress, "scenes"))
-    detector = FaceDetector.from_settings(settings.faces, device=device or detection_device(settings))
+    restorer = Restorer(settings, faces_device=device or detection_device(settings))
+    info, clips = restorer.scan(video, _stage(progress, "scenes"), info=info)
 
     tracks_path = out_dir / TRACKS_FILE
     preview_path = out_dir / PREVIEW_FILE if preview else None
@@ -108,7 +108,7 @@ def write_faces_report(
     try:
         for clip in clips:
             frames = read_frames(video, clip.start, clip.end)
-            tracks = track_clip(frames, clip, detector, settings)
+            tracks = restorer.find_faces(frames, clip.start, str(clip.index), align=False).tracks
             track_count += len(tracks)
             restorable += sum(track.restore for track in tracks)
             rows.extend(track_rows(tracks, clip))
@@ -124,13 +124,6 @@ def write_faces_report(
         writer.close()
     pq.write_table(pa.Table.from_pylist(rows, schema=TRACK_SCHEMA), tracks_path)
     return FacesReport(info, clips, tracks_path, preview_path, track_count, restorable)
-
-
-def track_clip(frames: np.ndarray, clip: Clip, detector, settings: Settings) -> list:
-    """Face tracks (pipeline.faces.Track) of one clip's TxHxWx3 RGB frames; frames are clip-relative."""
-    from pipeline.faces import track_faces
-
-    return track_faces(frames, detector, settings.faces, clip=str(clip.index))
 
 
 def track_rows(tracks: Sequence, clip: Clip) -> list[dict]:

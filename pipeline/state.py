@@ -10,8 +10,9 @@ Every record holds `finished_at` (seconds since the epoch) for `dpt-batch status
 
 Keys make results impossible to reuse under other settings or another source file:
 
-* the settings key hashes every setting that changes output pixels (the model, its weights' sha256,
-  precision, every face setting with the detector's and parser's weights by content, the encoder),
+* the settings key hashes every setting that changes output pixels as it takes effect (the model,
+  its weights' sha256, the precision restoration runs in, every face setting with the detector's and
+  parser's weights by content, the encoder),
   and leaves out only those known not to (devices, batch sizes);
 * a video's key hashes the settings key, the scene settings and the source's fingerprint (size and
   modification time, or the object's ETag), so an edited or replaced source file is processed again;
@@ -33,6 +34,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.records import ClipTask
 from pipeline.storage import filesystem, is_url, join, write_atomically
 
 STATE_DIR = "state"
@@ -43,6 +45,7 @@ NON_PIXEL_SETTINGS = frozenset(
 )
 # Settings that name a file whose content (not its path) is what matters.
 FILE_SETTINGS = frozenset({("faces", "detector_weights"), ("faces", "parsing_weights")})
+EFFECTIVE_PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _digest(value: Any) -> str:
@@ -50,32 +53,38 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
 
 
-def file_digest(location: str) -> str:
-    """sha256 of a local file or URL's content (for weights named in settings)."""
-    fs, path = filesystem(location)
-    digest = hashlib.sha256()
-    with fs.open(path, "rb") as source:
-        for chunk in iter(lambda: source.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def settings_key(
+    settings: Any, weights_identity: str, precision: str, file_digests: Mapping[str, str] | None = None
+) -> str:
+    """Hash of every pixel-changing setting as it takes effect.
 
-
-def settings_key(settings: Any, weights_identity: str) -> str:
-    """Hash of every pixel-changing setting; `weights_identity` is the network weights' sha256 (or
-    synthetic:SEED), so that the same file under another path or URL keeps the key."""
+    Args:
+        weights_identity: the network weights' sha256 (or synthetic:SEED), so that the same file under
+            another path or URL keeps the key.
+        precision: the precision restoration runs in (fp32, bf16, fp16), not the setting: `auto` is
+            fp32 on CPU actors and bf16 on GPU actors, which restore different pixels.
+        file_digests: sha256 of each weights file of the face side that the settings name
+            ("faces.detector_weights" ...): their content counts, not their path.
+    """
+    if precision not in EFFECTIVE_PRECISIONS:
+        raise ValueError(f"a settings key needs the precision that takes effect, not {precision!r}")
+    digests = dict(file_digests or {})
     values = settings.to_dict() if hasattr(settings, "to_dict") else dict(settings)
-    keyed: dict[str, Any] = {"weights": weights_identity}
+    keyed: dict[str, Any] = {"weights": weights_identity, "model.precision": precision}
     for section, entries in values.items():
         if section == "scenes":
             continue  # scene settings change clip ranges, which clip keys hold; video keys add them
         if section == "cluster":
             continue  # where work runs, not what it makes
         for name, value in entries.items():
-            if (section, name) in NON_PIXEL_SETTINGS or (section, name) == ("model", "weights"):
+            dotted = f"{section}.{name}"
+            if (section, name) in NON_PIXEL_SETTINGS or dotted in ("model.weights", "model.precision"):
                 continue
             if (section, name) in FILE_SETTINGS and value:
-                value = file_digest(str(value))
-            keyed[f"{section}.{name}"] = value
+                if dotted not in digests:
+                    raise ValueError(f"a settings key needs the sha256 of {dotted} ({value})")
+                value = digests[dotted]
+            keyed[dotted] = value
     return _digest(keyed)
 
 
@@ -135,26 +144,25 @@ class RunState:
     def clip_location(self, video_id: str, key: str) -> str:
         return join(self.root, "clips", video_id, f"{key}.json")
 
-    def record_clip(self, row: Mapping[str, Any]) -> str:
+    def record_clip(self, clip: ClipTask) -> str:
         """Record a finished clip (after its segment is in place); returns the record's location."""
-        segment = Path(row["segment"])
-        record = {**row, "segment_bytes": segment.stat().st_size, "finished_at": time.time()}
+        segment = Path(clip.segment)
+        record = {**clip.to_row(), "segment_bytes": segment.stat().st_size, "finished_at": time.time()}
         text = json.dumps(record, default=str)
         return write_atomically(
-            self.clip_location(row["video_id"], row["clip_key"]), lambda sink: sink.write(text.encode())
+            self.clip_location(clip.video_id, clip.clip_key), lambda sink: sink.write(text.encode())
         )
 
-    def finished_clips(self, video_id: str) -> dict[str, dict[str, Any]]:
-        """clip key -> recorded row, for the clips of a video whose segment is still whole on disk."""
+    def finished_clips(self, video_id: str) -> dict[str, ClipTask]:
+        """clip key -> recorded clip, for the clips of a video whose segment is still whole on disk."""
         records = _read_records(join(self.root, "clips", video_id))
         found = {}
         for record in records:
             try:
                 segment = Path(record["segment"])
-                record.pop("finished_at", None)
-                if segment.is_file() and segment.stat().st_size == record.pop("segment_bytes"):
-                    found[record["clip_key"]] = record
-            except (OSError, ValueError, KeyError):
+                if segment.is_file() and segment.stat().st_size == record["segment_bytes"]:
+                    found[record["clip_key"]] = ClipTask.from_record(record)
+            except (OSError, ValueError, KeyError, TypeError):
                 continue  # unreadable or stale: the clip is simply done again
         return found
 

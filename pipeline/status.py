@@ -294,7 +294,7 @@ def _lock_holder(output: str, work_dir: str | Path | None) -> dict | None:
     if not is_url(output):
         return read_lock(output)
     if work_dir is None:
-        from pipeline.run import default_work_root
+        from pipeline.context import default_work_root
 
         work_dir = default_work_root(output)
     return read_lock(work_dir)

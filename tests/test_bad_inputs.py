@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 from bad_inputs import BadInput, build_bad_inputs, unprivileged_command
 
+from pipeline.assemble import VideoResult, assemble_video
 from pipeline.config import load_settings
+from pipeline.context import make_context
 from pipeline.media import MediaError, ffmpeg_exe, probe, read_frames
-from pipeline.run import VideoResult, assemble_video, complete_row
+from pipeline.records import ClipTask, VideoTask
 from pipeline.scenes import Clip, split_scenes
-from pipeline.stages import DetectFaces, PasteAndEncode, RestoreFaces, split_video
+from pipeline.stages import DetectFaces, PasteAndEncode, ProbeVideo, RestoreFaces
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 FAILING = ("missing", "zero_byte", "letter", "truncated", "truncated_index", "truncated_mkv", "audio_only")
@@ -27,11 +29,14 @@ SPLIT_AS_UNPRIVILEGED = """
 import json, sys
 from pathlib import Path
 from pipeline.config import load_settings
-from pipeline.stages import split_video
+from pipeline.context import make_context
+from pipeline.records import VideoTask
+from pipeline.stages import ProbeVideo
 video_id, uri, work_root, *overrides = sys.argv[1:]
 settings = load_settings(Path("configs/smoke.yaml"), overrides)
-rows = split_video({"video_id": video_id, "uri": uri}, settings, work_root)
-print(json.dumps([row["error"] for row in rows]))
+context = make_context(settings, work_root=work_root)
+clips = ProbeVideo(context).process([VideoTask(video_id, uri)])
+print(json.dumps([clip.error for clip in clips]))
 """
 
 
@@ -53,9 +58,9 @@ def smoke(smoke_overrides):
     return load_settings(Path("configs/smoke.yaml"), smoke_overrides)
 
 
-def split(item: BadInput, smoke, work_root: Path) -> list[dict]:
-    return [complete_row(row) for row in split_video({"video_id": item.video_id, "uri": str(item.path)},
-                                                     smoke, str(work_root))]  # fmt: skip
+def split(item: BadInput, smoke, work_root: Path) -> list[ClipTask]:
+    context = make_context(smoke, work_root=work_root)
+    return ProbeVideo(context).process([VideoTask(item.video_id, str(item.path))])
 
 
 def cause(error: str, item: BadInput) -> str:
@@ -75,11 +80,11 @@ def test_a_bad_file_becomes_one_failed_row_that_names_it_and_the_cause(matrix, s
     item = matrix[video_id]
     rows = split(item, smoke, tmp_path / "work")
     assert len(rows) == 1, rows
-    error = rows[0]["error"]
+    error = rows[0].error
     assert error.startswith("probe: ") and item.path.name in error
     assert item.error_contains in cause(error, item), error
 
-    result = assemble_video({"video_id": video_id, "uri": str(item.path)}, rows, tmp_path / "videos")
+    result = assemble_video(VideoTask(video_id, str(item.path)), rows, tmp_path / "videos")
     assert (result.video["status"], result.video["error"]) == ("failed", error)
     assert result.clips == [] and not (tmp_path / "videos").exists()
 
@@ -113,7 +118,9 @@ class Restored:
 @pytest.fixture(scope="module")
 def restored(matrix, smoke, tmp_path_factory) -> Callable[[str], Restored]:
     """Runs an item through the stages once per module (restoration is the slow part) and keeps the rows."""
-    stages = (DetectFaces(smoke), RestoreFaces(smoke), PasteAndEncode(smoke))
+    work_root = tmp_path_factory.mktemp("work")
+    context = make_context(smoke, work_root=work_root)
+    stages = (DetectFaces(context), RestoreFaces(context), PasteAndEncode(context))
     for stage in stages:
         stage.setup()
     done: dict[str, Restored] = {}
@@ -121,11 +128,11 @@ def restored(matrix, smoke, tmp_path_factory) -> Callable[[str], Restored]:
     def restore(video_id: str) -> Restored:
         if video_id not in done:
             item, folder = matrix[video_id], tmp_path_factory.mktemp(video_id)
-            rows = clips = split(item, smoke, folder / "work")
+            rows = clips = split(item, smoke, work_root)
             for stage in stages:
-                rows = [complete_row(row) for row in stage.process(rows)]
-            result = assemble_video({"video_id": video_id, "uri": str(item.path)}, rows, folder / "videos")
-            done[video_id] = Restored(clips, rows, result)
+                rows = stage.process(rows)
+            result = assemble_video(VideoTask(video_id, str(item.path)), rows, folder / "videos")
+            done[video_id] = Restored([c.to_row() for c in clips], [r.to_row() for r in rows], result)
         return done[video_id]
 
     return restore

@@ -13,7 +13,7 @@ import pytest
 from cluster_support import LocalCluster, cluster_env, dashboard_unavailable, free_port
 
 from pipeline.catalog import read_catalog
-from pipeline.run import SetupError, cluster_address
+from pipeline.cluster import SetupError, cluster_address
 from pipeline.submit import UPLOAD_EXCLUDES, SubmitError, entrypoint, job_env_vars, outcome, runtime_env
 
 REPO = Path(__file__).resolve().parents[1]

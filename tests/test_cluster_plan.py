@@ -5,8 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.cluster import plan_cluster
 from pipeline.config import load_settings
-from pipeline.run import build_dataset, plan_cluster
+from pipeline.context import make_context
+from pipeline.execute import build_dataset
+from pipeline.records import VideoTask
 
 
 def settings(*overrides: str):
@@ -42,7 +45,8 @@ def test_the_device_setting_decides_where_restoration_runs():
 def test_pool_sizes_do_not_change_result_keys():
     from pipeline.state import settings_key
 
-    assert settings_key(settings("cluster.faces_max_actors=9"), "w") == settings_key(settings(), "w")
+    resized = settings("cluster.faces_max_actors=9")
+    assert settings_key(resized, "w", "fp32") == settings_key(settings(), "w", "fp32")
 
 
 @pytest.fixture
@@ -55,13 +59,16 @@ def local_ray():
 
 def test_only_restoration_actors_ask_for_gpus(local_ray, tmp_path):
     plan = plan_cluster({"CPU": 16, "GPU": 2}, settings())
-    dataset = build_dataset([{"video_id": "a", "uri": "a.mp4"}], settings(), str(tmp_path), plan)
+    context = make_context(settings(), plan, work_root=tmp_path, check_detector=False)
+    assert context.restore_device == "cuda"
+    dataset = build_dataset([VideoTask("a", "a.mp4")], context)
     operators, operator = [], dataset._logical_plan.dag
     while operator.input_dependencies:
         operators.append(operator)
         operator = operator.input_dependencies[0]
-    encode, restore, faces = [op for op in operators if type(op).__name__ == "MapBatches"]
-    assert restore.ray_remote_args == {"num_cpus": 0, "num_gpus": 1.0}
+    encode, restore, faces, probe = [op for op in operators if type(op).__name__ == "MapBatches"]
+    assert restore.ray_remote_args == {"num_cpus": 0, "num_gpus": 1}
     assert (restore.compute.min_size, restore.compute.max_size) == (1, 2)
     for op in (faces, encode):
         assert op.ray_remote_args.get("num_gpus", 0) == 0 and op.ray_remote_args["num_cpus"] == 1
+    assert probe.ray_remote_args.get("num_gpus", 0) == 0 and probe.ray_remote_args["num_cpus"] == 1

@@ -12,12 +12,12 @@ import pytest
 from click.testing import CliRunner
 from run_support import comparable_catalog, finish_run, kill_run, start_run, wait_for
 
+from model.weights import file_sha256
 from pipeline.catalog import read_catalog
 from pipeline.cli import main
 from pipeline.config import load_settings
 from pipeline.demo import DEMO_FILMS
 from pipeline.media import ffmpeg_exe, probe, read_frames, write_video
-from pipeline.state import file_digest
 
 FILMS = {film.video_id: film for film in DEMO_FILMS}
 
@@ -140,7 +140,7 @@ def test_catalog_holds_every_video_clip_and_track(smoke_run, demo_archive, share
     assert catalog.run["weights"] == "synthetic:0"
     detector = shared_dir / "weights" / "retinaface_mobile0.25.pth"
     used = catalog.run["weights_used"]
-    assert used["faces.detector_weights"] == f"{detector}: sha256 {file_digest(str(detector))}"
+    assert used["faces.detector_weights"] == f"{detector}: sha256 {file_sha256(detector)}"
     assert catalog.run["config"]["model"]["name"] == "tiny"
     assert not any((out / "work").glob("film_*"))  # work artifacts of finished videos are removed
 

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.cluster import LOCAL_PLAN
 from pipeline.config import load_settings
+from pipeline.context import make_context
+from pipeline.records import ClipTask
 from pipeline.state import RunState, clip_key, settings_key, source_fingerprint, video_key
 
 
@@ -16,25 +19,47 @@ def settings():
     return load_settings(Path("configs/smoke.yaml"), ["faces.detector_weights=null"])
 
 
+def key_of(settings, plan=LOCAL_PLAN) -> str:
+    """The settings key of a run with these settings on a cluster like `plan` (CPU only by default)."""
+    return make_context(settings, plan, work_root="/unused", check_detector=False).settings_key
+
+
+def changed(settings, section: str, **values):
+    return replace(settings, **{section: replace(getattr(settings, section), **values)})
+
+
 def test_settings_that_change_pixels_change_the_key(settings):
-    key = settings_key(settings, "synthetic:0")
-    assert settings_key(settings, "synthetic:0") == key
-    assert settings_key(settings, "synthetic:1") != key
+    key = key_of(settings)
+    assert key_of(settings) == key
+    assert key_of(changed(settings, "model", weights="synthetic:1")) != key
     for section, name, value in [("encode", "crf", 30), ("faces", "score_threshold", 0.5),
-                                 ("model", "precision", "bf16"), ("faces", "smoothing", "none")]:  # fmt: skip
-        changed = replace(settings, **{section: replace(getattr(settings, section), **{name: value})})
-        assert settings_key(changed, "synthetic:0") != key, (section, name)
+                                 ("model", "precision", "bf16"), ("faces", "smoothing", "none"),
+                                 ("faces", "mode", "aligned")]:  # fmt: skip
+        assert key_of(changed(settings, section, **{name: value})) != key, (section, name)
+
+
+def test_auto_precision_is_keyed_as_the_precision_it_takes_on_each_pool(settings):
+    """auto restores in fp32 on CPU actors (the same pixels as an explicit fp32) and in bf16 on GPU
+    actors (other pixels): a film half restored on CPUs never mixes its clips with bf16 ones."""
+    gpu_plan = replace(LOCAL_PLAN, gpus=1, restore_on_gpu=True)
+    auto = changed(settings, "model", precision="auto")
+    assert key_of(auto) == key_of(changed(settings, "model", precision="fp32"))
+    assert make_context(auto, gpu_plan, work_root="/unused", check_detector=False).restore_precision == "bf16"
+    assert key_of(auto, gpu_plan) != key_of(auto)
+    assert key_of(auto, gpu_plan) == key_of(changed(settings, "model", precision="bf16"), gpu_plan)
+    with pytest.raises(ValueError, match="takes effect"):
+        settings_key(auto, "synthetic:0", "auto")
 
 
 def test_devices_batch_sizes_and_scenes_leave_the_settings_key_alone(settings):
-    key = settings_key(settings, "synthetic:0")
-    changed = replace(
+    key = key_of(settings)
+    moved = replace(
         settings,
         model=replace(settings.model, device="cpu", batch_windows=8),
         faces=replace(settings.faces, detect_batch_size=3),
         scenes=replace(settings.scenes, max_clip_frames=10),
     )
-    assert settings_key(changed, "synthetic:0") == key
+    assert key_of(moved) == key
     assert video_key(key, {"max_clip_frames": 10}, "1:2") != video_key(key, {"max_clip_frames": 48}, "1:2")
 
 
@@ -45,9 +70,11 @@ def test_detector_weights_count_by_content_not_path(settings, tmp_path):
     other.write_bytes(b"other weights")
 
     def key(path):
-        return settings_key(replace(settings, faces=replace(settings.faces, detector_weights=str(path))), "w")
+        return key_of(changed(settings, "faces", detector_weights=str(path)))
 
     assert key(first) == key(second) != key(other)
+    with pytest.raises(ValueError, match="sha256 of faces.detector_weights"):
+        settings_key(changed(settings, "faces", detector_weights=str(first)), "w", "fp32")
 
 
 def test_a_changed_source_file_changes_its_fingerprint(tmp_path):
@@ -69,9 +96,10 @@ def test_a_clip_record_stands_only_while_its_segment_is_whole(tmp_path):
     segment = tmp_path / "work" / "clip.mp4"
     segment.parent.mkdir()
     segment.write_bytes(b"0123456789")
-    row = {"video_id": "film", "clip_key": "00000000-00000010-abc", "segment": str(segment), "faces": 3}
-    state.record_clip(row)
-    assert state.finished_clips("film") == {row["clip_key"]: row}
+    clip = ClipTask("film", "film.mp4", "film.mp4", str(segment.parent), clip_key="00000000-00000010-abc",
+                    segment=str(segment), faces=3)  # fmt: skip
+    state.record_clip(clip)
+    assert state.finished_clips("film") == {clip.clip_key: clip}
     assert state.finished_clips("other") == {}
     segment.write_bytes(b"01234")  # cut short behind the record's back
     assert state.finished_clips("film") == {}
@@ -103,5 +131,5 @@ def test_records_live_behind_urls_too(moto_s3, tmp_path):
     assert state.finished_videos()["film"]["key"] == "k"
     segment = tmp_path / "clip.mp4"
     segment.write_bytes(b"data")
-    state.record_clip({"video_id": "film", "clip_key": "c", "segment": str(segment)})
+    state.record_clip(ClipTask("film", "f.mp4", "f.mp4", str(tmp_path), clip_key="c", segment=str(segment)))
     assert list(state.finished_clips("film")) == ["c"]

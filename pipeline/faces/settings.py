@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DETECTOR_NAMES = ("retinaface_resnet50", "retinaface_mobile0.25")
+FACE_MODES = ("detect", "aligned")
 SMOOTHING_METHODS = ("savgol", "gaussian", "none")
 
 
@@ -12,6 +13,10 @@ class FaceSettings:
     """How faces are found, followed and filtered inside one scene clip.
 
     Attributes:
+        mode: "detect" finds, tracks and aligns the faces of any footage and pastes them back;
+            "aligned" takes videos that are aligned face crops already (square frames, e.g. VFHQ-style
+            512x512 clips, upstream's own input) and restores whole frames: no detection, no paste-back
+            (other square sizes are resized to 512 and back).
         detector: facexlib RetinaFace variant; "retinaface_mobile0.25" is the fast option.
         detector_weights: path of a RetinaFace state dict to load instead of facexlib's download.
         detect_max_side: frames are shrunk so their longest side is at most this before detection
@@ -36,6 +41,7 @@ class FaceSettings:
             paste-back is limited to the parsed face (hair, neck and background keep the source).
     """
 
+    mode: str = "detect"
     detector: str = "retinaface_resnet50"
     detector_weights: str | None = None
     detect_max_side: int = 640
@@ -53,6 +59,8 @@ class FaceSettings:
     parsing_weights: str | None = None
 
     def __post_init__(self) -> None:
+        if self.mode not in FACE_MODES:
+            raise ValueError(f"faces.mode={self.mode!r}: choose one of {', '.join(FACE_MODES)}")
         if self.detector not in DETECTOR_NAMES:
             raise ValueError(f"faces.detector={self.detector!r}: choose one of {', '.join(DETECTOR_NAMES)}")
         if self.smoothing not in SMOOTHING_METHODS:

@@ -1,0 +1,97 @@
+"""Assembling a video from its finished clips: join, mux, check, publish, and its catalog rows."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.records import ClipTask, VideoTask, describe_error
+
+Row = dict[str, Any]
+
+
+@dataclass
+class VideoResult:
+    """One input video's outcome: its catalog row, clip rows and track rows."""
+
+    video: Row
+    clips: list[Row] = field(default_factory=list)
+    tracks: list[Row] = field(default_factory=list)
+
+
+def assemble_video(
+    source: VideoTask, clips: list[ClipTask], videos_dir: str | Path, error: str = ""
+) -> VideoResult:
+    """Join a video's encoded clips with the source's audio/subtitles, check the frame count, and
+    publish the film as `videos_dir`/VIDEO_ID.mp4 (a local folder or URL; it appears whole or not at
+    all). `error` fails the video whatever its clips say (e.g. clips lost to dying workers)."""
+    from pipeline.faults import fault_point
+    from pipeline.media import concat_clips, probe
+    from pipeline.storage import join, publish_file
+
+    clips = sorted(clips, key=lambda clip: clip.clip_index)
+    first = clips[0]
+    fps = first.frame_rate
+    errors = [error] if error else []
+    errors += [clip.error for clip in clips if clip.error]
+    video = {
+        "video_id": source.video_id,
+        "uri": source.uri,
+        "status": "failed" if errors else "done",
+        "output_uri": "",
+        "frames_in": first.frames_in,
+        "frames_out": 0,
+        "fps": float(fps),
+        "fps_rational": f"{fps.numerator}/{fps.denominator}",
+        "duration_s": first.duration_s,
+        "width": first.width,
+        "height": first.height,
+        "clips": len([clip for clip in clips if clip.clip_index >= 0]),
+        "tracks": sum(clip.tracks for clip in clips),
+        "faces_restored": sum(clip.faces for clip in clips if not clip.error),
+        "seconds_probe": sum(clip.seconds_probe for clip in clips),
+        "seconds_faces": sum(clip.seconds_faces for clip in clips),
+        "seconds_restore": sum(clip.seconds_restore for clip in clips),
+        "seconds_encode": sum(clip.seconds_encode for clip in clips),
+        "error": errors[0] if errors else "",
+        "weights": next((clip.weights for clip in clips if clip.weights), ""),
+    }
+    start = time.perf_counter()
+    if not errors:
+        joined = Path(first.work_dir) / f"joined_{source.video_id}.mp4"
+        try:
+            concat_clips([clip.segment for clip in clips], joined, streams_from=first.source)
+            frames_out = probe(joined).frame_count
+            if frames_out != video["frames_in"]:
+                raise RuntimeError(f"the output has {frames_out} frames, the source {video['frames_in']}")
+            fault_point("assemble", source.video_id)
+            output = publish_file(joined, join(videos_dir, f"{source.video_id}.mp4"))
+            video.update(output_uri=output, frames_out=frames_out)
+        except Exception as failure:
+            video.update(status="failed", error=f"assemble: {describe_error(failure)}")
+            joined.unlink(missing_ok=True)
+    video["seconds_encode"] += time.perf_counter() - start
+    clip_rows = [clip_catalog_row(clip) for clip in clips if clip.clip_index >= 0]
+    track_rows = [
+        {"video_id": clip.video_id, "clip_index": clip.clip_index, **track}
+        for clip in clips
+        for track in clip.track_summaries()
+    ]
+    return VideoResult(video, clip_rows, track_rows)
+
+
+def clip_catalog_row(clip: ClipTask) -> Row:
+    return {
+        "video_id": clip.video_id,
+        "clip_index": clip.clip_index,
+        "start": clip.start,
+        "end": clip.end,
+        "frames": clip.frame_count,
+        "scene": clip.scene,
+        "tracks": clip.tracks,
+        "faces_restored": clip.faces if not clip.error else 0,
+        "status": "failed" if clip.error else "done",
+        "error": clip.error,
+        "artifact": clip.segment,
+    }

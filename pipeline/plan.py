@@ -1,0 +1,83 @@
+"""`dpt-batch run --dry-run`: what a run would do, without Ray: frames, clips, a face-frames estimate."""
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+
+from pipeline.config import Settings
+from pipeline.records import describe_error
+from pipeline.restorer import Restorer
+
+Row = dict[str, Any]
+
+
+def plan_video(video: Row, restorer: Restorer, sample_every_s: float = 1.0) -> Row:
+    """Probe and scene-split a video, and estimate its face-frames from detections on sampled frames
+    (about one per `sample_every_s` seconds of every clip; in aligned mode every frame is a face)."""
+    from pipeline.storage import local_copy
+
+    plan = {"video_id": video["video_id"], "uri": video["uri"], "frames": 0, "fps": "", "duration_s": 0.0,
+            "clips": 0, "faces_estimate": 0, "error": ""}  # fmt: skip
+    try:
+        with tempfile.TemporaryDirectory(prefix="dpt-plan-") as folder:
+            plan.update(_plan_source(str(local_copy(video["uri"], folder)), restorer, sample_every_s))
+    except Exception as error:
+        plan["error"] = describe_error(error)
+    return plan
+
+
+def _plan_source(path: str, restorer: Restorer, sample_every_s: float) -> Row:
+    from pipeline.media import read_frames
+
+    info, clips = restorer.scan(path)
+    step = max(1, round(float(info.frame_rate) * sample_every_s))
+    estimate = 0.0
+    for clip in clips:
+        if restorer.aligned_mode:
+            estimate += clip.frame_count
+            continue
+        frames = [read_frames(path, i, i + 1)[0] for i in range(clip.start, clip.end, step)]
+        faces = [len(found) for found in restorer.detector.detect(frames)]
+        estimate += sum(faces) / len(faces) * clip.frame_count
+    return {
+        "frames": info.frame_count,
+        "fps": f"{info.frame_rate.numerator}/{info.frame_rate.denominator}",
+        "duration_s": info.duration_s,
+        "clips": len(clips),
+        "faces_estimate": round(estimate),
+    }
+
+
+def plan_archive(
+    manifest: pd.DataFrame, settings: Settings, progress: Callable[[int], None] = lambda done: None
+) -> list[Row]:
+    """The plan of every video of a manifest (probe, clips, face-frames estimate), without Ray."""
+    restorer = Restorer(settings)
+    if not restorer.aligned_mode:
+        restorer.detector  # noqa: B018 (a detector that cannot load stops the plan before any video)
+    plans = []
+    for video_id, uri in zip(manifest["video_id"], manifest["uri"], strict=True):
+        plans.append(plan_video({"video_id": video_id, "uri": uri}, restorer))
+        progress(1)
+    return plans
+
+
+def format_plan(plans: list[Row]) -> list[str]:
+    lines = [f"{'video_id':<32} {'frames':>8} {'fps':>11} {'seconds':>8} {'clips':>6} {'face-frames~':>12}"]
+    for plan in plans:
+        if plan["error"]:
+            lines.append(f"{plan['video_id']:<32} unreadable: {plan['error']}")
+            continue
+        lines.append(
+            f"{plan['video_id']:<32} {plan['frames']:>8} {plan['fps']:>11} {plan['duration_s']:>8.1f} "
+            f"{plan['clips']:>6} {plan['faces_estimate']:>12}"
+        )
+    ok = [plan for plan in plans if not plan["error"]]
+    lines.append(
+        f"{len(plans)} videos ({len(plans) - len(ok)} unreadable), {sum(p['clips'] for p in ok)} clips, "
+        f"{sum(p['frames'] for p in ok)} frames, about {sum(p['faces_estimate'] for p in ok)} face-frames"
+    )
+    return lines

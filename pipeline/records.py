@@ -1,0 +1,160 @@
+"""The typed records that travel between the stages of a run (and into OUT/state).
+
+    VideoTask  a manifest row on its way into the probe stage
+    ClipTask   one scene clip of a video, from the probe stage to the driver's assembly
+
+A record holds ids, frame ranges, counts, times and references to artifacts, never frames. Ray Data
+moves them as flat rows (`to_row`); `from_row` reads them back strictly, so a field that a stage adds
+without declaring it here is an error, not a value silently dropped between two stages.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from typing import Any
+
+
+def describe_error(error: BaseException) -> str:
+    """`Type: first line of the message`, for catalogs and tables."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+class Record:
+    """What the records share: flat rows in and out, read strictly."""
+
+    def to_row(self) -> dict[str, Any]:
+        """A flat row of plain values (what Ray Data and the JSON records hold)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]):
+        """A record from a row of exactly its fields (values of numpy or Arrow types are converted).
+
+        Raises:
+            TypeError: the row has a field this record does not declare.
+        """
+        unknown = sorted(set(row) - set(_field_types(cls)))
+        if unknown:
+            name = cls.__name__
+            raise TypeError(f"{name} rows have no field {', '.join(unknown)}: declare it on {name}")
+        return cls(**_converted(cls, row))
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]):
+        """A record from a state record of this or an earlier version (fields it lacks take their
+        defaults; fields no longer declared are left out)."""
+        known = _field_types(cls)
+        return cls(**_converted(cls, {name: value for name, value in record.items() if name in known}))
+
+
+@dataclass(frozen=True)
+class VideoTask(Record):
+    """A video to restore: its manifest id and uri, and what the driver knows of its source.
+
+    Attributes:
+        fingerprint: size and modification time (or ETag) of the source; "" when unreadable.
+        video_key: the key of the video's result (pipeline.state.video_key).
+    """
+
+    video_id: str
+    uri: str
+    fingerprint: str = ""
+    video_key: str = ""
+
+    passes_through = False  # a video always goes into the probe stage
+
+
+@dataclass(frozen=True)
+class ClipTask(Record):
+    """One scene clip (frames start..end of a video) and what the stages have done with it.
+
+    A clip_index of -1 stands for a video that failed before it was cut into clips. Video-wide fields
+    (frames_in, rate, size ...) ride on every clip, so that the driver can assemble a video from its
+    clips alone.
+
+    Attributes:
+        source: the local file the stages decode (a URL's copy in the work folder).
+        work_dir: the video's folder for artifacts in flight.
+        tracks_json: the clip's track summaries (catalog/tracks.parquet rows without ids), as JSON.
+        faces_artifact: aligned crops to restore (pipeline.artifacts); "" once consumed or if none.
+        restored_artifact: restored crops to paste; "" once consumed or if none.
+        segment: the clip's encoded .mp4, once encoded.
+        weights: identity of the network weights (sha256, or synthetic:SEED).
+        error: "stage: Type: message" once failed; every later stage passes the clip on untouched.
+        clip_key: the clip's result key (pipeline.state.clip_key).
+        resumed: finished by an earlier run (its segment and record are in place); passed on untouched.
+    """
+
+    video_id: str
+    uri: str
+    source: str
+    work_dir: str
+    clip_index: int = -1
+    clip_count: int = 0
+    start: int = 0
+    end: int = 0
+    scene: int = 0
+    frames_in: int = 0
+    fps_num: int = 0
+    fps_den: int = 1
+    width: int = 0
+    height: int = 0
+    duration_s: float = 0.0
+    bit_depth: int = 8
+    has_audio: bool = False
+    tracks: int = 0
+    faces: int = 0
+    tracks_json: str = "[]"
+    faces_artifact: str = ""
+    restored_artifact: str = ""
+    segment: str = ""
+    frames_out: int = 0
+    weights: str = ""
+    error: str = ""
+    traceback: str = field(default="", compare=False)
+    seconds_probe: float = 0.0
+    seconds_faces: float = 0.0
+    seconds_restore: float = 0.0
+    seconds_encode: float = 0.0
+    clip_key: str = ""
+    resumed: bool = False
+
+    @property
+    def frame_count(self) -> int:
+        return self.end - self.start
+
+    @property
+    def frame_rate(self) -> Fraction:
+        return Fraction(self.fps_num, self.fps_den) if self.fps_num else Fraction(0)
+
+    @property
+    def passes_through(self) -> bool:
+        """Failed clips and clips finished by an earlier run go through every stage untouched."""
+        return bool(self.error) or self.resumed
+
+    def failed(self, stage: str, error: BaseException, trace: str = "") -> ClipTask:
+        """This clip, failed in `stage` with a one-line cause."""
+        return replace(self, error=f"{stage}: {describe_error(error)}", traceback=trace)
+
+    def track_summaries(self) -> list[dict[str, Any]]:
+        return json.loads(self.tracks_json or "[]")
+
+
+_CONVERTERS = {int: int, float: float, str: str, bool: bool}
+_TYPES: dict[type, dict[str, type]] = {}
+
+
+def _field_types(cls: type) -> dict[str, type]:
+    if cls not in _TYPES:
+        _TYPES[cls] = typing.get_type_hints(cls)
+    return _TYPES[cls]
+
+
+def _converted(cls: type, row: Mapping[str, Any]) -> dict[str, Any]:
+    types = _field_types(cls)
+    return {name: _CONVERTERS[types[name]](value) for name, value in row.items()}
