@@ -4,15 +4,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from shared_data import SHARED_DIR, absence_message, shared_missing, under_ci
 
-SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
+
+def pytest_sessionstart(session) -> None:
+    """Under CI, a missing ../shared fails the run before any test, instead of skipping half of it."""
+    if under_ci() and not SHARED_DIR.is_dir():
+        pytest.exit(absence_message(), returncode=1)
 
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    """The developers' shared data folder (../shared beside the repository); skips when absent."""
+    """The developers' shared data folder (../shared beside the repository); skips when absent
+    (fails under CI)."""
     if not SHARED_DIR.is_dir():
-        pytest.skip(f"shared data folder {SHARED_DIR} is absent (footage, weights)")
+        shared_missing(absence_message())
     return SHARED_DIR
 
 
@@ -66,5 +72,5 @@ def demo_archive(shared_dir, tmp_path_factory) -> Path:
     footage = shared_dir / "footage"
     missing = [name for film in DEMO_FILMS for name in film.footage if not (footage / name).is_file()]
     if missing:
-        pytest.skip(f"footage for the demo archive is absent: {', '.join(sorted(set(missing)))}")
+        shared_missing(f"footage for the demo archive is absent: {', '.join(sorted(set(missing)))}")
     return build_demo_archive(footage, tmp_path_factory.mktemp("demo"))

@@ -5,7 +5,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import pytest
+from shared_data import shared_missing
 
 from pipeline.faces import FaceDetector, FaceSettings
 
@@ -16,7 +16,7 @@ def mobile_settings(shared_dir: Path, **overrides) -> FaceSettings:
     """Default FaceSettings with the fast detector and its weights read in place from shared/."""
     weights = shared_dir / MOBILE_WEIGHTS
     if not weights.is_file():
-        pytest.skip(f"detector weights {weights} are absent")
+        shared_missing(f"detector weights {weights} are absent")
     return FaceSettings(detector="retinaface_mobile0.25", detector_weights=str(weights), **overrides)
 
 
@@ -32,7 +32,7 @@ def mobile_detector(shared_dir: Path) -> FaceDetector:
 def footage_paths(shared_dir: Path) -> list[Path]:
     paths = sorted((shared_dir / "footage").glob("*.mp4"))
     if not paths:
-        pytest.skip(f"no footage in {shared_dir / 'footage'}")
+        shared_missing(f"no footage in {shared_dir / 'footage'}")
     return paths
 
 

@@ -5,6 +5,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from shared_data import shared_missing
 
 from pipeline.config import (
     ConfigError,
@@ -135,5 +136,5 @@ def test_check_local_files(tmp_path, monkeypatch):
 def test_smoke_weights_resolve_from_the_repository_root(shared_dir, monkeypatch):
     monkeypatch.chdir(named_config("smoke").parents[1])
     if not (shared_dir / "weights" / "retinaface_mobile0.25.pth").is_file():
-        pytest.skip("shared RetinaFace mobile0.25 weights are absent")
+        shared_missing("shared RetinaFace mobile0.25 weights are absent")
     check_local_files(load_settings(named_config("smoke")))

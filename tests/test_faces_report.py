@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from shared_data import shared_missing
 from video_support import make_video
 
 from pipeline.cli import main
@@ -34,7 +35,7 @@ def fast_overrides(weights: Path) -> list[str]:
 def weights(shared_dir) -> Path:
     path = shared_dir / "weights" / "retinaface_mobile0.25.pth"
     if not path.is_file():
-        pytest.skip(f"detector weights {path} are absent")
+        shared_missing(f"detector weights {path} are absent")
     return path
 
 
@@ -43,7 +44,7 @@ def two_shots(shared_dir, tmp_path_factory) -> Path:
     """Two real one-face shots of SHOT_FRAMES frames each, joined by a hard cut (20 fps, 512x512)."""
     paths = [shared_dir / "footage" / name for name in SHOTS]
     if not all(path.is_file() for path in paths):
-        pytest.skip(f"footage absent: {', '.join(SHOTS)}")
+        shared_missing(f"footage absent: {', '.join(SHOTS)}")
     frames = np.concatenate([read_frames(path, 0, SHOT_FRAMES) for path in paths])
     path = tmp_path_factory.mktemp("faces") / "two_shots.mp4"
     return write_video(path, frames, Fraction(20), EncodeSettings(preset="ultrafast", crf=14))

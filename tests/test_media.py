@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import shared_missing
 from video_support import make_video
 
 from pipeline.config import EncodeSettings
@@ -92,7 +93,7 @@ def test_probe_reads_bit_depth(tmp_path):
 def test_probe_real_footage(shared_dir):
     clips = sorted((shared_dir / "footage").glob("*.mp4"))
     if not clips:
-        pytest.skip(f"no footage in {shared_dir / 'footage'}")
+        shared_missing(f"no footage in {shared_dir / 'footage'}")
     info = probe(clips[0])
     assert (info.width, info.height, info.frame_rate) == (512, 512, Fraction(20))
     assert info.frame_count == len(read_frames(clips[0], 0, info.frame_count))

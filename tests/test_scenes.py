@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import shared_missing
 from video_support import make_video
 
 from pipeline.config import EncodeSettings, ScenesSettings
@@ -40,7 +41,7 @@ def film(shared_dir, tmp_path_factory) -> tuple[Path, list[int]]:
     paths = [shared_dir / "footage" / name for name in SHOTS]
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
-        pytest.skip(f"footage absent: {', '.join(missing)}")
+        shared_missing(f"footage absent: {', '.join(missing)}")
     shots = [read_frames(path, 0, probe(path).frame_count, width=256, height=256) for path in paths]
     path = tmp_path_factory.mktemp("scenes") / "film.mp4"
     write_video(path, np.concatenate(shots), Fraction(20), EncodeSettings(preset="ultrafast", crf=16))

@@ -13,6 +13,7 @@ import pytest
 import pipeline.state
 from pipeline.catalog import run_record, write_run_record
 from pipeline.lock import LOCK_FILE, RunLock
+from pipeline.records import ClipTask
 from pipeline.state import RunState
 from pipeline.status import NoRunError, format_status, read_status
 
@@ -63,9 +64,9 @@ def finish_clip(state: RunState, clock: Clock, at: float, work: Path, video_id: 
     segment = work / video_id / f"clip_{index:05d}.mp4"
     segment.parent.mkdir(parents=True, exist_ok=True)
     segment.write_bytes(b"\0" * (100 + index))
-    state.record_clip({"video_id": video_id, "clip_key": f"{index:08d}-k", "clip_index": index,
-                       "clip_count": count, "frames_in": frames_in, "frames_out": frames, "faces": faces,
-                       "segment": str(segment), "run_id": "run-2"})  # fmt: skip
+    state.record_clip(ClipTask(video_id, f"/archive/{video_id}.mp4", "", str(segment.parent),
+                               clip_key=f"{index:08d}-k", clip_index=index, clip_count=count,
+                               frames_in=frames_in, frames_out=frames, faces=faces, segment=str(segment)))
 
 
 def half_done_archive(out: str, work: Path, clock: Clock) -> None:

@@ -18,6 +18,7 @@ import fsspec
 import pytest
 import torch
 from click.testing import CliRunner
+from shared_data import SHARED_DIR, shared_missing
 from torch import nn
 
 from model.weights import (
@@ -36,7 +37,7 @@ from model.weights import (
 )
 from pipeline.cli import main
 
-SHARED_FILL = Path(__file__).resolve().parents[2] / "shared" / "parity" / "fill_weights.py"
+SHARED_FILL = SHARED_DIR / "parity" / "fill_weights.py"
 
 
 class StandIn(nn.Module):
@@ -333,7 +334,7 @@ def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
 
 def test_synthetic_fill_is_bit_identical_to_the_shared_rule():
     if not SHARED_FILL.is_file():
-        pytest.skip(f"{SHARED_FILL} is absent")
+        shared_missing(f"{SHARED_FILL} is absent")
     spec = importlib.util.spec_from_file_location("shared_fill_weights", SHARED_FILL)
     shared = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(shared)
