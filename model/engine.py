@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.devices import effective_precision
+from model.devices import device_for, effective_precision
 from model.dptempcoh import DPTempCoh
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -59,13 +59,10 @@ def window_schedule(
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """`auto` picks CUDA when available, else the CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("model.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
-    return resolved
+    """`auto` picks CUDA when available, else the CPU (model.devices)."""
+    if isinstance(device, torch.device):
+        return resolve_device(str(device))
+    return torch.device(device_for(device))
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

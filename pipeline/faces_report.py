@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.catalog import CLIP_INDEX, FRAME, SCENE, SCORE, TRACK_ID
-from pipeline.config import ConfigError, Settings
+from pipeline.config import Settings
 from pipeline.media import VideoInfo, VideoWriter, read_frames
 from pipeline.restorer import Restorer
 from pipeline.scenes import Clip
@@ -97,7 +97,7 @@ def write_faces_report(
     settings = settings or Settings()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    restorer = Restorer(settings, faces_device=device or detection_device(settings))
+    restorer = Restorer(settings, faces_device=device)
     info, clips = restorer.scan(video, _stage(progress, "scenes"), info=info)
 
     tracks_path = out_dir / TRACKS_FILE
@@ -134,15 +134,6 @@ def track_rows(tracks: Sequence, clip: Clip) -> list[dict]:
             row.update(clip=clip.index, scene=clip.scene, frame=clip.start + row["frame"])
             rows.append(row)
     return rows
-
-
-def detection_device(settings: Settings) -> str:
-    """cuda when settings.model.device allows it and a GPU is present, else cpu."""
-    import torch
-
-    if settings.model.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("model.device=cuda but no CUDA device is visible; use --set model.device=auto")
-    return "cuda" if settings.model.device != "cpu" and torch.cuda.is_available() else "cpu"
 
 
 def draw_tracks(frames: np.ndarray, tracks: Sequence, clip: Clip, size: tuple[int, int]) -> np.ndarray:

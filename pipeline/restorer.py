@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from pipeline.config import EncodeSettings, Settings
+from pipeline.config import ConfigError, EncodeSettings, Settings
 from pipeline.faces.align import FACE_SIZE, AlignedFaces
 from pipeline.faces.paste import PastedFace
 from pipeline.media import VideoInfo, probe, read_frames
@@ -73,18 +73,27 @@ class Restorer:
             settings.model.weights on first use.
         device: where DP-TempCoh runs; None: settings.model.device, with "auto" the GPU when present.
         precision: its precision; None: settings.model.precision ("auto": fp32 on CPU, bf16 on GPU).
-        faces_device: where detection and face parsing run; None: the CPU.
+        faces_device: where detection and face parsing run; None: where DP-TempCoh runs.
+
+    Raises:
+        pipeline.config.ConfigError: model.device is cuda and no GPU is visible.
     """
 
     image_format = "RGB"
 
     def __init__(self, settings: Settings | None = None, *, weights=None, device: str | None = None,
                  precision: str | None = None, faces_device: str | None = None) -> None:  # fmt: skip
+        from model.devices import device_for, effective_precision
+
         self.settings = settings or Settings()
         self.weights = weights
-        self.device = device or self.settings.model.device
-        self.precision = precision or self.settings.model.precision
-        self.faces_device = faces_device or "cpu"
+        try:
+            self.device = device or device_for(self.settings.model.device)
+            kind = self.device.split(":")[0]
+            self.precision = effective_precision(precision or self.settings.model.precision, kind)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        self.faces_device = faces_device or self.device
         self.aligned_mode = self.settings.faces.mode == "aligned"
         self._detector = self._engine = self._parser = None
 

@@ -32,6 +32,7 @@ from model.weights import (
     load_into,
     load_state_dict_file,
     load_weights_,
+    on_this_node,
     resolve_weights,
     verify_weights,
 )
@@ -227,6 +228,35 @@ def put_in_memory(local: Path, sidecar: str | None) -> str:
     if sidecar is not None:
         fs.pipe_file(url + ".sha256", f"{sidecar}  {local.name}\n".encode())
     return url
+
+
+def test_weights_the_driver_resolved_are_taken_on_a_node_without_hashing_again(cache, tmp_path, monkeypatch):
+    import model.weights
+
+    local = save_checkpoint(tmp_path / "remote.pth", seed=3)
+    url = put_in_memory(local, sidecar=None)
+    resolved = resolve_weights(url)  # the driver: copied into its cache and hashed while copied
+    explicit = resolve_weights(str(local))  # the driver hashes a file given by its path
+    hashed = []
+    real_sha256 = model.weights.file_sha256
+    monkeypatch.setattr(model.weights, "file_sha256", lambda path, record=False: hashed.append(path)
+                        or real_sha256(path, record))  # fmt: skip
+
+    node = tmp_path / "node-cache"  # another node: its own cache, nothing in it yet
+    fetched = on_this_node(resolved, node)
+    assert fetched.identity == resolved.identity and fetched.path.is_relative_to(node)
+    assert fetched.path.read_bytes() == local.read_bytes()
+    assert on_this_node(resolved, node) == fetched  # a later actor on the node takes the copy as it is
+    assert on_this_node(resolved, cache) == resolved  # the driver's own node has it already
+    assert on_this_node(explicit, node) == explicit  # a path is loaded where it is
+    assert hashed == []  # no file was hashed again: digests were recorded when the copies were made
+
+    fsspec.filesystem("memory").pipe_file(url, b"another version of the file")
+    with pytest.raises(WeightsIntegrityError, match=resolved.identity):
+        on_this_node(resolved, tmp_path / "third-node")  # a node never loads other weights than the driver's
+    missing = ResolvedWeights(resolved.identity, tmp_path / "gone.pth", "path", str(tmp_path / "gone.pth"))
+    with pytest.raises(WeightsNotFoundError, match="does not exist on this node"):
+        on_this_node(missing, node)
 
 
 def test_a_url_is_copied_into_the_cache_once_and_verified(cache, tmp_path):
