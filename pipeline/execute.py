@@ -26,9 +26,10 @@ class StageActor:
         return process_frame(self.stage, batch)
 
 
-def run_stage_task(batch: pd.DataFrame, stage_class: type[Stage], context: RunContext) -> pd.DataFrame:
-    """A stage without state as a Ray task: built for the batch."""
-    return process_frame(stage_class(context), batch)
+def run_stage_task(row: dict, stage_class: type[Stage], context: RunContext) -> list[dict]:
+    """A stage without state as a Ray task, one record in and any number out: built for the row."""
+    stage = stage_class(context)
+    return [record.to_row() for record in stage.process([stage.input_type.from_row(row)])]
 
 
 def process_frame(stage: Stage, batch: pd.DataFrame) -> pd.DataFrame:
@@ -37,19 +38,21 @@ def process_frame(stage: Stage, batch: pd.DataFrame) -> pd.DataFrame:
 
 
 def map_stage(dataset, stage_class: type[Stage], context: RunContext):
-    """`dataset` mapped through a stage: an actor pool sized by the plan, or Ray tasks, each asking for
-    the stage's declared resources."""
+    """`dataset` mapped through a stage: an actor pool sized by the plan, or a Ray task per record,
+    each asking for the stage's declared resources (and batches of its declared size)."""
     from ray.data import ActorPoolStrategy
 
     resources = stage_class.resources(context)
-    options = {"batch_size": stage_class.batch_size(context), "batch_format": "pandas",
-               "num_cpus": resources.cpus, "num_gpus": resources.gpus}  # fmt: skip
+    asks = {"num_cpus": resources.cpus, "num_gpus": resources.gpus}
     if not stage_class.uses_actors:
-        return dataset.map_batches(run_stage_task, fn_kwargs={"stage_class": stage_class, "context": context},
-                                   **options)  # fmt: skip
+        # A row-wise task of its own, never fused into the next stage's actors: a worker that the next
+        # stage kills must not take this stage's work (and its attempt count) down with it.
+        return dataset.flat_map(run_stage_task, fn_kwargs={"stage_class": stage_class, "context": context},
+                                **asks)  # fmt: skip
     low, high = context.plan.actors(stage_class.name)
     return dataset.map_batches(StageActor, fn_constructor_args=(stage_class, context),
-                               compute=ActorPoolStrategy(min_size=low, max_size=high), **options)  # fmt: skip
+                               batch_size=stage_class.batch_size(context), batch_format="pandas",
+                               compute=ActorPoolStrategy(min_size=low, max_size=high), **asks)  # fmt: skip
 
 
 def build_dataset(videos: list[VideoTask], context: RunContext):

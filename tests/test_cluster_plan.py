@@ -66,7 +66,8 @@ def test_only_restoration_actors_ask_for_gpus(local_ray, tmp_path):
     while operator.input_dependencies:
         operators.append(operator)
         operator = operator.input_dependencies[0]
-    encode, restore, faces, probe = [op for op in operators if type(op).__name__ == "MapBatches"]
+    encode, restore, faces = [op for op in operators if type(op).__name__ == "MapBatches"]
+    (probe,) = [op for op in operators if type(op).__name__ == "FlatMap"]
     assert restore.ray_remote_args == {"num_cpus": 0, "num_gpus": 1}
     assert (restore.compute.min_size, restore.compute.max_size) == (1, 2)
     for op in (faces, encode):

@@ -185,9 +185,13 @@ def test_offline_without_weights_names_the_file_and_the_fix(demo_archive, tmp_pa
 
 
 def test_progress_line_counts_clips_of_videos_in_flight():
+    from pipeline.records import ClipTask
     from pipeline.run import progress_line
 
-    pending = {"reel_1": {i: {"clip_count": 40} for i in range(12)}, "reel_2": {3: {"clip_count": 9}}}
+    def clip(video_id: str, index: int, count: int) -> ClipTask:
+        return ClipTask(video_id, "", "", "", clip_index=index, clip_count=count)
+
+    pending = {"reel_1": {i: clip("reel_1", i, 40) for i in range(12)}, "reel_2": {3: clip("reel_2", 3, 9)}}
     line = progress_line(30, 2, 5, pending)
     assert line == "... 30 clips done, 2/5 videos; in flight (clips): reel_1 12/40, reel_2 1/9"
 
