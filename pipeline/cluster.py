@@ -6,7 +6,7 @@ The plan is made once on the driver from `ray.cluster_resources()` and travels i
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pipeline.config import Settings
@@ -18,14 +18,22 @@ class SetupError(ValueError):
 
 @dataclass(frozen=True)
 class ClusterPlan:
-    """How the stages map onto the cluster's resources: (min, max) actors per pool."""
+    """How the stages map onto the cluster's resources.
+
+    Attributes:
+        faces_actors, restore_actors, encode_actors: (min, max) actors of each pool.
+        restore_on_gpu: restoration actors ask for one GPU each (and no CPU).
+        cpus_per_actor: the CPUs each CPU actor (and probe task) asks for: 1, or a fraction on a
+            cluster too small to hold every pool's minimum at one CPU each.
+    """
 
     gpus: int
-    cpus: int
+    cpus: float
     faces_actors: tuple[int, int]
     restore_actors: tuple[int, int]
     encode_actors: tuple[int, int]
     restore_on_gpu: bool
+    cpus_per_actor: float = 1.0
 
     def actors(self, stage: str) -> tuple[int, int]:
         """(min, max) actors of the pool of the stage named `stage` (faces, restore, encode)."""
@@ -36,32 +44,76 @@ LOCAL_PLAN = ClusterPlan(gpus=0, cpus=1, faces_actors=(1, 1), restore_actors=(1,
                          restore_on_gpu=False)  # fmt: skip
 """One actor per stage on the CPU: stages called in one process, without Ray (tests, the Restorer)."""
 
+# The CPUs a CPU actor asks for, largest first: on a cluster too small for one CPU per actor, every
+# pool still gets its minimum by sharing CPUs, instead of waiting forever for CPUs that never come.
+CPU_SHARES = (1.0, 0.5, 0.25)
 
-def plan_cluster(resources: dict[str, float], settings: Settings | None = None) -> ClusterPlan:
+
+def plan_cluster(
+    resources: Mapping[str, float], settings: Settings | None = None, node_cpus: Sequence[float] | None = None
+) -> ClusterPlan:
     """Restoration on one GPU per actor when the cluster has GPUs (or `cluster.wait_for_gpus` with
     model.device=cuda), else on CPU actors; the CPU pools share the CPUs. Pool sizes of 0 in the
-    settings' cluster section are sized from `resources` (ray.cluster_resources())."""
+    settings' cluster section are sized from `resources` (ray.cluster_resources()).
+
+    Every pool's minimum must be able to run at once, on the nodes as they are (`node_cpus`: the CPUs
+    of each node; default one node with all of them): when one CPU per actor does not fit, the CPU
+    actors ask for a half or a quarter CPU each, and the pools stay at their minimum.
+
+    Raises:
+        SetupError: the pools' minimum does not fit even at a quarter CPU per actor, or asks for more
+            GPU actors than the cluster has GPUs.
+    """
     from pipeline.config import ClusterSettings, ModelSettings
 
     cluster = settings.cluster if settings else ClusterSettings()
     model = settings.model if settings else ModelSettings()
     gpus = int(resources.get("GPU", 0))
-    cpus = max(1, int(resources.get("CPU", 1)))
+    cpus = float(resources.get("CPU", 0))
+    nodes = list(node_cpus) if node_cpus is not None else [cpus]
     on_gpu = model.device != "cpu" and (gpus > 0 or (model.device == "cuda" and cluster.wait_for_gpus))
-    spare = max(1, cpus - gpus)
+    spare = max(1, int(cpus) - gpus)
 
-    def pool(low: int, high: int, automatic: int) -> tuple[int, int]:
-        high = high or max(1, automatic)
-        return min(low, high), high
+    def pools(small: bool) -> tuple[tuple[int, int], ...]:
+        """(min, max) of faces, restore, encode; a max of 0 in the settings is sized from the cluster,
+        or, on a cluster too `small` for one CPU per actor, kept at the pool's minimum."""
 
-    return ClusterPlan(
-        gpus=gpus,
-        cpus=cpus,
-        faces_actors=pool(cluster.faces_min_actors, cluster.faces_max_actors, spare // 2),
-        restore_actors=pool(cluster.restore_min_actors, cluster.restore_max_actors, gpus if on_gpu else 1),
-        encode_actors=pool(cluster.encode_min_actors, cluster.encode_max_actors, spare // 4),
-        restore_on_gpu=on_gpu,
-    )
+        def pool(low: int, high: int, automatic: int, on_cpus: bool = True) -> tuple[int, int]:
+            high = high or (low if small and on_cpus else max(1, automatic))
+            return min(low, high), high
+
+        return (
+            pool(cluster.faces_min_actors, cluster.faces_max_actors, spare // 2),
+            pool(cluster.restore_min_actors, cluster.restore_max_actors, gpus if on_gpu else 1, not on_gpu),
+            pool(cluster.encode_min_actors, cluster.encode_max_actors, spare // 4),
+        )
+
+    faces, restore, encode = pools(small=False)
+    if on_gpu and gpus and restore[0] > gpus:
+        raise SetupError(
+            f"cluster.restore_min_actors={restore[0]} asks for a GPU per actor, but the Ray cluster has "
+            f"{gpus}; set it to {gpus} or fewer"
+        )
+    needed = faces[0] + encode[0] + (0 if on_gpu else restore[0])
+    share = next((share for share in CPU_SHARES if cpu_slots(nodes, share) >= needed), None)
+    if share is None:
+        largest = max(nodes, default=0.0)
+        raise SetupError(
+            f"the Ray cluster has {cpus:g} CPUs ({len(nodes)} nodes, at most {largest:g} on one), but the "
+            f"stages need {needed} CPU actors at once (faces {faces[0]}, encode {encode[0]}"
+            + ("" if on_gpu else f", restore {restore[0]}")
+            + f"): give the cluster {needed} CPUs ({needed * CPU_SHARES[-1]:g} at the very least, on one "
+            "node), or lower cluster.*_min_actors"
+        )
+    if share < 1:
+        faces, restore, encode = pools(small=True)
+    return ClusterPlan(gpus=gpus, cpus=cpus, faces_actors=faces, restore_actors=restore, encode_actors=encode,
+                       restore_on_gpu=on_gpu, cpus_per_actor=share)  # fmt: skip
+
+
+def cpu_slots(node_cpus: Sequence[float], share: float) -> int:
+    """How many actors of `share` CPUs fit on nodes with these CPUs (an actor never spans nodes)."""
+    return sum(int(cpus / share + 1e-9) for cpus in node_cpus)
 
 
 def cluster_address(address: str | None, environ: Mapping[str, str] = os.environ) -> str | None:
@@ -85,7 +137,8 @@ def connect(settings: Settings, address: str | None) -> ClusterPlan:
     import ray
 
     init_ray(address)
-    return plan_cluster(ray.cluster_resources(), settings)
+    node_cpus = [node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"]]
+    return plan_cluster(ray.cluster_resources(), settings, node_cpus)
 
 
 def init_ray(address: str | None) -> None:
@@ -99,8 +152,8 @@ def init_ray(address: str | None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        # Stages ask for one CPU per actor; a small machine still needs room for every pool at once.
-        ray.init(num_cpus=max(os.cpu_count() or 1, 4), include_dashboard=False, log_to_driver=False)
+        # The machine's real CPUs: on a small one the pools share them (plan_cluster).
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +27,7 @@ from pipeline.context import RunContext, default_work_root, make_context
 from pipeline.lock import RemoteRunLock, RunLock
 from pipeline.records import ClipTask, VideoTask
 from pipeline.storage import join
+from pipeline.watch import STALL_AFTER_S, StallWatch, describe_stall
 
 __all__ = ["RunSummary", "SetupError", "run_archive", "run_manifest", "format_summary"]
 
@@ -108,6 +110,7 @@ def run_archive(
     manifest: pd.DataFrame | None = None,
     catalog_every_s: float = 60.0,
     context: RunContext | None = None,
+    stall_after_s: float = STALL_AFTER_S,
 ) -> RunSummary:
     """Restore every video of `videos` (rows with video_id and uri) into `output` (a folder or URL).
 
@@ -118,7 +121,8 @@ def run_archive(
     too, unless `retry_failed`); the rest is done, and every clip and video is recorded under
     OUT/state the moment it is finished. OUT/catalog is rewritten from all videos' rows at most every
     `catalog_every_s` seconds and at the end. `report` gets a line per finished video, and a progress
-    line at most every `progress_every_s` seconds while clips of unfinished videos come in."""
+    line at most every `progress_every_s` seconds while clips of unfinished videos come in, and a line
+    saying what the run waits for when no clip has come in for `stall_after_s` seconds."""
     from pipeline.execute import build_dataset
     from pipeline.state import RunState, source_fingerprint, video_key
 
@@ -175,17 +179,20 @@ def run_archive(
         catalog.write(results)
 
     if todo:
-        for row in build_dataset(todo, context).iter_rows():
-            clip = ClipTask.from_row(dict(row))
-            clips = pending.setdefault(clip.video_id, {})
-            clips[clip.clip_index] = clip  # keyed: a clip delivered twice counts once
-            clips_done += clip.clip_index >= 0
-            if clip.clip_index >= 0 and len(clips) < clip.clip_count:
-                if time.perf_counter() - last_progress >= progress_every_s:
-                    last_progress = time.perf_counter()
-                    report(progress_line(clips_done, len(results), len(videos), pending))
-                continue
-            finish(clip.video_id, list(pending.pop(clip.video_id).values()))
+        stalled = partial(describe_stall, work_root=context.work_root, run_id=context.run_id)
+        with StallWatch(stalled, report, after_s=stall_after_s) as watch:
+            for row in build_dataset(todo, context).iter_rows():
+                watch.progress()
+                clip = ClipTask.from_row(dict(row))
+                clips = pending.setdefault(clip.video_id, {})
+                clips[clip.clip_index] = clip  # keyed: a clip delivered twice counts once
+                clips_done += clip.clip_index >= 0
+                if clip.clip_index >= 0 and len(clips) < clip.clip_count:
+                    if time.perf_counter() - last_progress >= progress_every_s:
+                        last_progress = time.perf_counter()
+                        report(progress_line(clips_done, len(results), len(videos), pending))
+                    continue
+                finish(clip.video_id, list(pending.pop(clip.video_id).values()))
     for video_id, clips in pending.items():  # clips whose workers kept dying never came back
         count = next(iter(clips.values())).clip_count
         lost = sorted(set(range(count)) - set(clips))

@@ -81,7 +81,8 @@ class Stage:
 
     @classmethod
     def resources(cls, context: RunContext) -> Resources:
-        return Resources(cpus=1)
+        """One CPU per actor (or task), or the share of one that the cluster plan gives."""
+        return Resources(cpus=context.plan.cpus_per_actor)
 
     @classmethod
     def batch_size(cls, context: RunContext) -> int:
@@ -252,7 +253,9 @@ class RestoreFaces(Stage):
 
     @classmethod
     def resources(cls, context: RunContext) -> Resources:
-        return Resources(cpus=0, gpus=1) if context.restore_device == "cuda" else Resources(cpus=1)
+        if context.restore_device == "cuda":
+            return Resources(cpus=0, gpus=1)
+        return super().resources(context)
 
     @classmethod
     def batch_size(cls, context: RunContext) -> int:

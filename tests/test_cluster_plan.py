@@ -73,3 +73,39 @@ def test_only_restoration_actors_ask_for_gpus(local_ray, tmp_path):
     for op in (faces, encode):
         assert op.ray_remote_args.get("num_gpus", 0) == 0 and op.ray_remote_args["num_cpus"] == 1
     assert probe.ray_remote_args.get("num_gpus", 0) == 0 and probe.ray_remote_args["num_cpus"] == 1
+
+
+def test_a_cluster_too_small_for_a_cpu_per_actor_shares_its_cpus():
+    """Two 1-CPU nodes cannot hold faces, restore and encode actors at one CPU each: they ask for half
+    a CPU each and every pool stays at its minimum, instead of waiting forever for a third CPU."""
+    plan = plan_cluster({"CPU": 2}, settings(), node_cpus=[1, 1])
+    assert plan.cpus_per_actor == 0.5 and not plan.restore_on_gpu
+    assert (plan.faces_actors, plan.restore_actors, plan.encode_actors) == ((1, 1), (1, 1), (1, 1))
+    assert plan_cluster({"CPU": 1}, settings(), node_cpus=[1]).cpus_per_actor == 0.25
+    assert plan_cluster({"CPU": 3}, settings(), node_cpus=[3]).cpus_per_actor == 1.0
+    with_gpu = plan_cluster({"CPU": 2, "GPU": 1}, settings(), node_cpus=[2])
+    assert with_gpu.restore_on_gpu and with_gpu.cpus_per_actor == 1.0  # restoration needs no CPU
+
+
+def test_a_cluster_that_cannot_hold_the_pools_is_refused_naming_the_cpus_needed():
+    from pipeline.cluster import SetupError
+
+    with pytest.raises(SetupError, match=r"has 0.5 CPUs .* need 3 CPU actors .* give the cluster 3 CPUs"):
+        plan_cluster({"CPU": 0.5}, settings(), node_cpus=[0.5])
+    three_faces = settings("cluster.faces_min_actors=3", "cluster.faces_max_actors=3")
+    with pytest.raises(SetupError, match=r"need 5 CPU actors .*faces 3, encode 1, restore 1"):
+        plan_cluster({"CPU": 1}, three_faces, node_cpus=[0.5, 0.5])
+    with pytest.raises(SetupError, match="restore_min_actors=3 asks for a GPU per actor, but .* has 2"):
+        three = settings("cluster.restore_min_actors=3", "cluster.restore_max_actors=3")
+        plan_cluster({"CPU": 16, "GPU": 2}, three)
+
+
+def test_stage_actors_ask_for_the_share_of_a_cpu_the_plan_gives(local_ray, tmp_path):
+    plan = plan_cluster({"CPU": 2}, settings(), node_cpus=[1, 1])
+    context = make_context(settings(), plan, work_root=tmp_path, check_detector=False)
+    dataset = build_dataset([VideoTask("a", "a.mp4")], context)
+    operator, asked = dataset._logical_plan.dag, []
+    while operator.input_dependencies:
+        asked.append(operator.ray_remote_args["num_cpus"])
+        operator = operator.input_dependencies[0]
+    assert asked == [0.5, 0.5, 0.5, 0.5]  # encode, restore, faces, probe

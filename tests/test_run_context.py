@@ -41,7 +41,7 @@ def log_weights_reads():
     sys.addaudithook(audit)
 
 log_weights_reads()
-ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
          runtime_env={"worker_process_setup_hook": log_weights_reads})
 overrides = [f"model.weights={weights}", f"model.precision={precision}", f"faces.detector_weights={detector}"]
 settings = load_settings(Path("configs/smoke.yaml"), overrides)
