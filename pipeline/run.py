@@ -9,18 +9,19 @@ The driver holds only the clips of videos in flight, so memory does not grow wit
 from __future__ import annotations
 
 import contextlib
-import math
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
-from pipeline.assemble import Row, VideoResult, assemble_video
+from pipeline.assemble import Row, assemble_video
+from pipeline.catalog_parts import CatalogParts, compact_catalog
 from pipeline.cluster import ClusterPlan, SetupError, connect
 from pipeline.config import Settings
 from pipeline.context import RunContext, default_work_root, make_context
@@ -32,21 +33,63 @@ from pipeline.watch import STALL_AFTER_S, StallWatch, describe_stall
 __all__ = ["RunSummary", "SetupError", "run_archive", "run_manifest", "format_summary"]
 
 
+FAILURES_LISTED = 20
+
+
 @dataclass
 class RunSummary:
-    """What a run did, for the summary table and the exit code."""
+    """What a run did: its totals and its first failures (for the summary and the exit code). Its
+    rows are in the catalog, which `videos`, `clips` and `tracks` read back.
 
-    videos: list[Row]
-    clips: list[Row]
-    tracks: list[Row]
-    seconds: float
+    Attributes:
+        counts: videos per status (done, failed, skipped), kept ones included.
+        frames, face_frames: frames written and face-frames restored, over every video.
+        failures: (video_id, error) of the first FAILURES_LISTED failed videos.
+        reused: videos whose records from an earlier run were kept.
+        catalog_bytes: bytes of catalog written over the run (parts and compacted files).
+    """
+
     output: str
+    seconds: float
     restore_on_gpu: bool
-    reused: int = 0  # videos whose records from an earlier run were kept
+    counts: Counter = field(default_factory=Counter)
+    frames: int = 0
+    face_frames: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    reused: int = 0
+    catalog_bytes: int = 0
+
+    def add(self, video: Row) -> None:
+        self.counts[video["status"]] += 1
+        self.frames += int(video["frames_out"])
+        self.face_frames += int(video["faces_restored"])
+        if video["status"] == "failed" and len(self.failures) < FAILURES_LISTED:
+            self.failures.append((video["video_id"], video["error"]))
+
+    @property
+    def finished(self) -> int:
+        return sum(self.counts.values())
 
     @property
     def failed(self) -> int:
-        return sum(1 for video in self.videos if video["status"] == "failed")
+        return self.counts["failed"]
+
+    @property
+    def videos(self) -> list[Row]:
+        return self._catalog().videos.to_dict("records")
+
+    @property
+    def clips(self) -> list[Row]:
+        return self._catalog().clips.to_dict("records")
+
+    @property
+    def tracks(self) -> list[Row]:
+        return self._catalog().tracks.to_dict("records")
+
+    def _catalog(self):
+        from pipeline.catalog import read_catalog
+
+        return read_catalog(self.output)
 
 
 def progress_line(
@@ -72,31 +115,6 @@ def reusable(record: Row, key: str, retry_failed: bool) -> bool:
     return not retry_failed
 
 
-class CatalogWriter:
-    """Rewrites OUT/catalog from every finished video's rows, at most every `every_s` seconds (and
-    when forced), in the manifest's order."""
-
-    def __init__(self, output: str, order: list[str], manifest: pd.DataFrame | None, every_s: float) -> None:
-        self.output, self.manifest, self.every_s = output, manifest, every_s
-        self.order = {video_id: index for index, video_id in enumerate(order)}
-        self.last = -math.inf
-
-    def write(self, results: dict[str, VideoResult], force: bool = False) -> None:
-        from pipeline.catalog import write_catalog
-
-        if not force and time.perf_counter() - self.last < self.every_s:
-            return
-        ordered = sorted(results.values(), key=lambda result: self.order[result.video["video_id"]])
-        write_catalog(
-            self.output,
-            [result.video for result in ordered],
-            [row for result in ordered for row in result.clips],
-            [row for result in ordered for row in result.tracks],
-            self.manifest,
-        )
-        self.last = time.perf_counter()
-
-
 def run_archive(
     videos: list[Row],
     output: str | Path,
@@ -119,10 +137,11 @@ def run_archive(
 
     What an earlier run on `output` finished under the same settings and sources is kept (failed videos
     too, unless `retry_failed`); the rest is done, and every clip and video is recorded under
-    OUT/state the moment it is finished. OUT/catalog is rewritten from all videos' rows at most every
-    `catalog_every_s` seconds and at the end. `report` gets a line per finished video, and a progress
-    line at most every `progress_every_s` seconds while clips of unfinished videos come in, and a line
-    saying what the run waits for when no clip has come in for `stall_after_s` seconds."""
+    OUT/state the moment it is finished. The catalog grows by a part at most every `catalog_every_s`
+    seconds and is compacted at the end (pipeline.catalog_parts). `report` gets a line per finished
+    video, a progress line at most every `progress_every_s` seconds while clips of unfinished videos
+    come in, and a line saying what the run waits for when no clip has come in for `stall_after_s`
+    seconds. The driver holds the clips of the videos in flight, not the rows of finished ones."""
     from pipeline.execute import build_dataset
     from pipeline.state import RunState, source_fingerprint, video_key
 
@@ -137,46 +156,49 @@ def run_archive(
     state = RunState(output)
     key = context.settings_key
     earlier = state.finished_videos()
-    results: dict[str, VideoResult] = {}
+    summary = RunSummary(output, 0.0, context.plan.restore_on_gpu)
+    parts = CatalogParts(output, every_s=catalog_every_s)
     todo: list[VideoTask] = []
     for video in videos:
         fingerprint = source_fingerprint(video["uri"])
         task = VideoTask(video["video_id"], video["uri"], fingerprint,
                          video_key(key, asdict(context.settings.scenes), fingerprint))  # fmt: skip
-        record = earlier.get(task.video_id)
+        record = earlier.pop(task.video_id, None)
         if record and reusable(record, task.video_key, retry_failed):
-            results[task.video_id] = VideoResult(record["video"], record["clips"], record["tracks"])
+            parts.add(record["video"], record["clips"], record["tracks"])
+            summary.add(record["video"])
+            summary.reused += 1
         else:
             todo.append(task)
+    del earlier  # the driver keeps only the videos in flight
     state.record_run(context.run_id, videos, key)
-    reused = len(results)
-    if reused:
-        failed = sum(1 for result in results.values() if result.video["status"] == "failed")
+    if summary.reused:
+        failed = summary.failed
         report(
-            f"{reused} videos were finished by an earlier run and are kept"
+            f"{summary.reused} videos were finished by an earlier run and are kept"
             + (f" ({failed} failed; --retry-failed retries them)" if failed else "")
         )
-    catalog = CatalogWriter(output, [video["video_id"] for video in videos], manifest, catalog_every_s)
     sources = {video.video_id: video for video in todo}
     pending: dict[str, dict[int, ClipTask]] = {}
     clips_done, last_progress = 0, time.perf_counter()
 
     def finish(video_id: str, clips: list[ClipTask], error: str = "") -> None:
-        source = sources[video_id]
+        source = sources.pop(video_id)
         result = assemble_video(source, clips, join(output, "videos"), error=error)
         video = result.video
         video["seconds_total"] = time.perf_counter() - started
         state.record_video(source.video_key, video, result.clips, result.tracks)
-        results[video_id] = result
+        parts.add(video, result.clips, result.tracks)
+        summary.add(video)
         if video["status"] == "done":
             state.forget_clips(video_id)
             shutil.rmtree(work_root / video_id, ignore_errors=True)
         report(
-            f"[{len(results)}/{len(videos)}] {video_id}: {video['status']}, {video['frames_out']} frames, "
-            f"{video['tracks']} tracks, {video['faces_restored']} face-frames restored"
+            f"[{summary.finished}/{len(videos)}] {video_id}: {video['status']}, "
+            f"{video['frames_out']} frames, {video['tracks']} tracks, "
+            f"{video['faces_restored']} face-frames restored"
             + (f" ({video['error']})" if video["error"] else "")
         )
-        catalog.write(results)
 
     if todo:
         stalled = partial(describe_stall, work_root=context.work_root, run_id=context.run_id)
@@ -190,7 +212,7 @@ def run_archive(
                 if clip.clip_index >= 0 and len(clips) < clip.clip_count:
                     if time.perf_counter() - last_progress >= progress_every_s:
                         last_progress = time.perf_counter()
-                        report(progress_line(clips_done, len(results), len(videos), pending))
+                        report(progress_line(clips_done, summary.finished, len(videos), pending))
                     continue
                 finish(clip.video_id, list(pending.pop(clip.video_id).values()))
     for video_id, clips in pending.items():  # clips whose workers kept dying never came back
@@ -199,17 +221,11 @@ def run_archive(
         shown = ", ".join(map(str, lost[:10])) + (" ..." if len(lost) > 10 else "")
         error = f"run: {len(lost)} of {count} clips were lost (clips {shown}); --retry-failed tries again"
         finish(video_id, list(clips.values()), error=error)
-    catalog.write(results, force=True)
-    ordered = [results[video["video_id"]] for video in videos if video["video_id"] in results]
-    return RunSummary(
-        videos=[result.video for result in ordered],
-        clips=[row for result in ordered for row in result.clips],
-        tracks=[row for result in ordered for row in result.tracks],
-        seconds=time.perf_counter() - started,
-        output=output,
-        restore_on_gpu=context.plan.restore_on_gpu,
-        reused=reused,
-    )
+    parts.flush()
+    compacted = compact_catalog(output, [video["video_id"] for video in videos], manifest)
+    summary.catalog_bytes = parts.bytes_written + compacted
+    summary.seconds = time.perf_counter() - started
+    return summary
 
 
 def run_manifest(
@@ -246,19 +262,20 @@ def run_manifest(
 
 
 def format_summary(summary: RunSummary) -> list[str]:
-    lines = [f"{'video_id':<32} {'status':<7} {'frames':>8} {'tracks':>7} {'faces':>8} {'seconds':>8}  error"]
-    for v in summary.videos:
-        lines.append(
-            f"{v['video_id']:<32} {v['status']:<7} {v['frames_out']:>8} {v['tracks']:>7} "
-            f"{v['faces_restored']:>8} {v['seconds_total']:>8.1f}  {v['error']}"
-        )
-    count = {s: sum(1 for v in summary.videos if v["status"] == s) for s in ("done", "failed", "skipped")}
+    """The totals of a run and its first failures (the catalog lists every video)."""
+    count = summary.counts
     kept = f" ({summary.reused} kept from an earlier run)" if summary.reused else ""
-    lines.append(
+    catalog = join(summary.output, "catalog")
+    lines = [
         f"done {count['done']}, failed {count['failed']}, skipped {count['skipped']}{kept}; "
-        f"{sum(v['frames_out'] for v in summary.videos)} frames, "
-        f"{sum(v['faces_restored'] for v in summary.videos)} face-frames restored in {summary.seconds:.1f} s "
-        f"(DP-TempCoh on {'GPU' if summary.restore_on_gpu else 'CPU'}); "
-        f"catalog: {join(summary.output, 'catalog')}"
-    )
+        f"{summary.frames} frames, {summary.face_frames} face-frames restored in {summary.seconds:.1f} s "
+        f"(DP-TempCoh on {'GPU' if summary.restore_on_gpu else 'CPU'}); catalog: {catalog}"
+    ]
+    if summary.failures:
+        lines.append("failed:")
+        lines.extend(f"  {video_id}: {error}" for video_id, error in summary.failures)
+        more = summary.failed - len(summary.failures)
+        if more > 0:
+            lines.append(f"  ... and {more} more: {join(catalog, 'videos.parquet')} lists every video with "
+                         "its status and error")  # fmt: skip
     return lines
