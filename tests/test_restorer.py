@@ -1,4 +1,4 @@
-"""The in-process Restorer: a video restored without Ray, in detect mode and in aligned mode."""
+"""The in-process Restorer in aligned mode (detect mode: the README example, test_readme)."""
 from __future__ import annotations
 
 import subprocess
@@ -63,14 +63,3 @@ def test_aligned_mode_refuses_frames_that_are_not_square(aligned_restorer, tmp_p
                     "-frames:v", "5", str(wide)], check=True)  # fmt: skip
     with pytest.raises(ValueError, match=r"320x240: faces.mode=aligned expects square frames"):
         aligned_restorer.scan(wide)
-
-
-def test_detect_mode_restores_the_faces_of_a_video_file(shared_dir, tmp_path):
-    restorer = Restorer(smoke(shared_dir))
-    source = shared_dir / "footage" / "Lou_Lang.labeled_faces-5.mp4"
-    report = restorer.restore_video(source, tmp_path / "restored.mp4")
-    count = probe(source).frame_count
-    assert report.frames_out == count and report.tracks >= 1 and report.face_frames >= 0.95 * count
-    original, restored = read_frames(source, 0, count), read_frames(report.output, 0, count)
-    face = (slice(None), slice(150, 350), slice(150, 350))
-    assert np.abs(restored[face].astype(int) - original[face]).mean() > 20  # noise from synthetic weights

@@ -20,8 +20,8 @@ def aligned_run(shared_dir, tmp_path_factory):
     face = folder / "face.mp4"  # an aligned 512x512 face clip with a tone
     footage = shared_dir / "footage" / "Lou_Lang.labeled_faces-5.mp4"
     tone = ["-f", "lavfi", "-i", "sine=f=440", "-shortest"]
-    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(footage), *tone, "-c:v", "libx264",
-                    "-crf", "10", "-c:a", "aac", str(face)], check=True)  # fmt: skip
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(footage), *tone, "-frames:v", "24",
+                    "-c:v", "libx264", "-crf", "10", "-c:a", "aac", str(face)], check=True)  # fmt: skip
     wide = folder / "wide.mp4"
     subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10",
                     "-frames:v", "12", str(wide)], check=True)  # fmt: skip

@@ -1,5 +1,6 @@
 """A run decides its run-wide values once, on the driver: the network's weights are hashed once for the
-whole process tree, and `auto` precision is keyed as the precision it takes on the actors."""
+whole process tree, and `auto` precision is keyed as the precision it takes on the actors. The first
+run is on a Ray of one CPU, which the stage pools share."""
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ import ray
 from pipeline.config import load_settings
 from pipeline.run import run_manifest
 
-manifest, output, weights, precision, detector, log = sys.argv[1:]
+manifest, output, weights, precision, detector, log, cpus = sys.argv[1:]
 name = os.path.basename(weights)
 
 def log_weights_reads():
@@ -41,7 +42,7 @@ def log_weights_reads():
     sys.addaudithook(audit)
 
 log_weights_reads()
-ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+ray.init(num_cpus=int(cpus), include_dashboard=False, log_to_driver=False,
          runtime_env={"worker_process_setup_hook": log_weights_reads})
 overrides = [f"model.weights={weights}", f"model.precision={precision}", f"faces.detector_weights={detector}"]
 settings = load_settings(Path("configs/smoke.yaml"), overrides)
@@ -51,9 +52,10 @@ print(json.dumps({"reused": summary.reused, "status": [v["status"] for v in summ
 """
 
 
-def run(tmp_path: Path, manifest: Path, weights: Path, precision: str, detector: Path, log: Path) -> dict:
+def run(tmp_path: Path, manifest: Path, weights: Path, precision: str, detector: Path, log: Path,
+        cpus: int = 2) -> dict:  # fmt: skip
     command = [sys.executable, "-c", RUN, str(manifest), str(tmp_path / "out"), str(weights), precision,
-               str(detector), str(log)]  # fmt: skip
+               str(detector), str(log), str(cpus)]  # fmt: skip
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -85,7 +87,8 @@ def test_weights_are_hashed_once_and_auto_on_cpu_keeps_what_fp32_made(
     detector = shared_dir / "weights" / "retinaface_mobile0.25.pth"
 
     first_log = tmp_path / "first.log"
-    first = run(tmp_path, manifest, tiny_checkpoint, "auto", detector, first_log)
+    # on a Ray of one CPU, too small for a CPU per stage actor: the actors share it (plan_cluster)
+    first = run(tmp_path, manifest, tiny_checkpoint, "auto", detector, first_log, cpus=1)
     assert first["status"] == ["done"] and first["reused"] == 0
     hashed = [pid for pid, opener in reads(first_log) if opener == "file_sha256"]
     loaded = [pid for pid, opener in reads(first_log) if opener == "load_state_dict_file"]

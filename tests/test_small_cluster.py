@@ -1,15 +1,11 @@
-"""A cluster smaller than a CPU per stage actor runs a job to its end, and a run that stops making
-progress says what it waits for."""
+"""A run that stops making progress says what it waits for. (A run on a Ray of one CPU, smaller than a
+CPU per stage actor, goes to its end: test_run_context.)"""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from pipeline.config import load_settings
-from pipeline.run import run_archive
 from pipeline.watch import StallWatch, describe_stall
 
 
@@ -21,17 +17,6 @@ def one_cpu_ray():
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
-
-
-def test_a_one_cpu_ray_runs_a_smoke_job_to_the_end(one_cpu_ray, demo_archive, shared_dir, tmp_path):
-    weights = shared_dir / "weights" / "retinaface_mobile0.25.pth"
-    settings = load_settings(Path("configs/smoke.yaml"), [f"faces.detector_weights={weights}"])
-    films = pd.read_parquet(demo_archive)
-    videos = [{"video_id": "film_b", "uri": films.set_index("video_id").loc["film_b", "uri"]}]
-    lines: list[str] = []
-    summary = run_archive(videos, tmp_path / "out", settings, report=lines.append)
-    assert [video["status"] for video in summary.videos] == ["done"], lines
-    assert summary.videos[0]["frames_out"] == 50
 
 
 def test_a_stalled_run_says_what_it_waits_for(one_cpu_ray, tmp_path):
