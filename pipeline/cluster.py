@@ -13,7 +13,8 @@ from pipeline.config import Settings
 
 
 class SetupError(ValueError):
-    """The run cannot start: its weights or devices are not there. Nothing was processed."""
+    """The run cannot start: its weights or devices are not there, or the cluster cannot hold its
+    stages. Nothing was processed."""
 
 
 @dataclass(frozen=True)

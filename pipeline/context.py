@@ -20,10 +20,8 @@ from model.devices import effective_precision
 from model.weights import ResolvedWeights, WeightsError, cache_dir_from_env, file_sha256, resolve_weights
 from pipeline.cluster import LOCAL_PLAN, ClusterPlan, SetupError
 from pipeline.config import Settings
+from pipeline.state import FILE_SETTINGS, settings_key
 from pipeline.storage import is_url
-
-# Settings that name a weights file of the face side: its content, not its path, is what keys count.
-FILE_SETTINGS = ("faces.detector_weights", "faces.parsing_weights")
 
 
 @dataclass(frozen=True)
@@ -89,7 +87,6 @@ def make_context(
             weights that cannot be found or fetched, or a detector that cannot be built.
     """
     from pipeline.faces.detect import DetectorWeightsError
-    from pipeline.state import settings_key
 
     if settings.model.device == "cuda" and not plan.restore_on_gpu:
         raise SetupError(

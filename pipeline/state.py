@@ -43,8 +43,8 @@ KEY_LENGTH = 16
 NON_PIXEL_SETTINGS = frozenset(
     {("model", "device"), ("model", "batch_windows"), ("faces", "detect_batch_size")}
 )
-# Settings that name a file whose content (not its path) is what matters.
-FILE_SETTINGS = frozenset({("faces", "detector_weights"), ("faces", "parsing_weights")})
+# Settings that name a file whose content (not its path) is what matters; the run context hashes them.
+FILE_SETTINGS = ("faces.detector_weights", "faces.parsing_weights")
 EFFECTIVE_PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -80,7 +80,7 @@ def settings_key(
             dotted = f"{section}.{name}"
             if (section, name) in NON_PIXEL_SETTINGS or dotted in ("model.weights", "model.precision"):
                 continue
-            if (section, name) in FILE_SETTINGS and value:
+            if dotted in FILE_SETTINGS and value:
                 if dotted not in digests:
                     raise ValueError(f"a settings key needs the sha256 of {dotted} ({value})")
                 value = digests[dotted]
