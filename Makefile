@@ -22,6 +22,8 @@ lint:
 SHARED ?= ../shared
 
 bench:
+	$(PY) -m pipeline.bench_transfer --footage $(SHARED)/footage --weights $(SHARED)/weights/retinaface_mobile0.25.pth \
+		--out bench-results/transfer-cpu.md
 	$(PY) -m model.bench --model official --frames 16 --out bench-results/model-cpu.md
 	$(PY) -m pipeline.faces.bench --weights $(SHARED)/weights/retinaface_mobile0.25.pth \
 		--footage $(SHARED)/footage --frames 32 --out bench-results/faces-cpu.md

@@ -1,6 +1,12 @@
-"""Assembling a video from its finished clips: join, mux, check, publish, and its catalog rows."""
+"""Assembling a video from its finished clips: join, mux, check, publish, and its catalog rows.
+
+During a run this is a Ray task on a CPU worker (`assemble_task`): it fetches the clips' segments from
+the output's storage and the source from its URI into that node's scratch folder, so that no bytes of a
+film pass through the driver and any node can assemble a video whose clips other nodes made.
+"""
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +27,19 @@ class VideoResult:
 
 
 def assemble_video(
-    source: VideoTask, clips: list[ClipTask], videos_dir: str | Path, error: str = ""
+    source: VideoTask, clips: list[ClipTask], videos_dir: str | Path, error: str = "",
+    scratch: str | Path | None = None,
 ) -> VideoResult:
     """Join a video's encoded clips with the source's audio/subtitles, check the frame count, and
     publish the film as `videos_dir`/VIDEO_ID.mp4 (a local folder or URL; it appears whole or not at
-    all). `error` fails the video whatever its clips say (e.g. clips lost to dying workers)."""
+    all). `error` fails the video whatever its clips say (e.g. clips lost to dying workers).
+
+    Segments and the source behind URLs are fetched into `scratch` (default: the clips' work folder),
+    on whichever node this runs; what was fetched and joined there is removed afterwards."""  # fmt: skip
+    from pipeline.artifacts import local_source
     from pipeline.faults import fault_point
     from pipeline.media import concat_clips, probe
-    from pipeline.storage import join, publish_file
+    from pipeline.storage import join, local_copy, publish_file
 
     clips = sorted(clips, key=lambda clip: clip.clip_index)
     first = clips[0]
@@ -59,9 +70,13 @@ def assemble_video(
     }
     start = time.perf_counter()
     if not errors:
-        joined = Path(first.work_dir) / f"joined_{source.video_id}.mp4"
+        scratch = Path(scratch or first.work_dir)
+        fetched = scratch / "segments"
+        joined = scratch / f"joined_{source.video_id}.mp4"
         try:
-            concat_clips([clip.segment for clip in clips], joined, streams_from=first.source)
+            segments = [local_copy(clip.segment, fetched) for clip in clips]
+            streams = local_source(source.uri, first.fingerprint or source.fingerprint, scratch)
+            concat_clips(segments, joined, streams_from=streams)
             frames_out = probe(joined).frame_count
             if frames_out != video["frames_in"]:
                 raise RuntimeError(f"the output has {frames_out} frames, the source {video['frames_in']}")
@@ -70,7 +85,9 @@ def assemble_video(
             video.update(output_uri=output, frames_out=frames_out)
         except Exception as failure:
             video.update(status="failed", error=f"assemble: {describe_error(failure)}")
+        finally:
             joined.unlink(missing_ok=True)
+            shutil.rmtree(fetched, ignore_errors=True)
     video["seconds_encode"] += time.perf_counter() - start
     clip_rows = [clip_catalog_row(clip) for clip in clips if clip.clip_index >= 0]
     track_rows = [
@@ -79,6 +96,14 @@ def assemble_video(
         for track in clip.track_summaries()
     ]
     return VideoResult(video, clip_rows, track_rows)
+
+
+def assemble_task(cpus: float):
+    """`assemble_video` as a Ray task asking for `cpus` CPUs (joining copies streams: little CPU),
+    retried by Ray on another node if its node dies."""
+    import ray
+
+    return ray.remote(num_cpus=cpus, max_retries=3)(assemble_video)
 
 
 def clip_catalog_row(clip: ClipTask) -> Row:
@@ -94,4 +119,5 @@ def clip_catalog_row(clip: ClipTask) -> Row:
         "status": "failed" if clip.error else "done",
         "error": clip.error,
         "artifact": clip.segment,
+        "nodes": clip.nodes,
     }

@@ -92,7 +92,8 @@ CLIPS_SCHEMA = pa.schema(
         _field("faces_restored", pa.int64(), "face-frames restored in the clip"),
         _field("status", pa.string(), "done, failed or skipped", REQUIRED),
         _field("error", pa.string(), "why the clip failed (stage: error); empty when done"),
-        _field("artifact", pa.string(), "the clip's encoded segment (in the work folder, removed when done)"),
+        _field("artifact", pa.string(), "the clip's encoded segment (OUT/state/segments, removed when done)"),
+        _field("nodes", pa.string(), "stage:NODE of each stage that worked on the clip (Ray node id, 8 hex)"),
     ]
 )
 """clips.parquet: one row per scene clip of every video."""

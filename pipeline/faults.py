@@ -3,7 +3,8 @@ rerun loses nothing. Inert unless the environment asks for them (Ray workers inh
 
     DPT_FAULT_DIR=FOLDER     where the markers below are written (required by the other two)
     DPT_PAUSE_AT=POINT       the first process that reaches POINT writes FOLDER/paused-POINT and sleeps
-                             until killed (tests then kill -9 the run's process group)
+                             until killed (tests then kill -9 the run's process group); several
+                             points (comma-separated): the first process that reaches any of them
     DPT_CRASH_AT=POINT       the first process that reaches POINT dies at once (os._exit), as a worker
                              killed by the kernel would; later passages go on (a transient fault)
     DPT_CRASH_AT=POINT@VIDEO every process that reaches POINT with a clip of VIDEO dies (a poison item)
@@ -29,7 +30,9 @@ def fault_point(point: str, video_id: str = "") -> None:
     folder = os.environ.get(FAULT_DIR_ENV)
     if not folder:
         return
-    if os.environ.get(PAUSE_ENV) == point and _first(Path(folder) / f"paused-{point}"):
+    pause_at = [name.strip() for name in os.environ.get(PAUSE_ENV, "").split(",")]
+    if point in pause_at and _first(Path(folder) / "paused"):
+        (Path(folder) / f"paused-{point}").touch()
         while True:
             time.sleep(60)
     for spec in os.environ.get(CRASH_ENV, "").split(","):

@@ -74,16 +74,22 @@ class ClipTask(Record):
     """One scene clip (frames start..end of a video) and what the stages have done with it.
 
     A clip_index of -1 stands for a video that failed before it was cut into clips. Video-wide fields
-    (frames_in, rate, size ...) ride on every clip, so that the driver can assemble a video from its
+    (frames_in, rate, size ...) ride on every clip, so that any node can assemble a video from its
     clips alone.
 
     Attributes:
-        source: the local file the stages decode (a URL's copy in the work folder).
-        work_dir: the video's folder for artifacts in flight.
+        source: the local file the probe read (a URL's copy in its node's scratch folder); every other
+            node makes its own copy (pipeline.artifacts.local_source).
+        work_dir: the video's scratch folder, at the same path on every node, on each node's own disk.
+        fingerprint: the source's fingerprint (pipeline.state.source_fingerprint).
         tracks_json: the clip's track summaries (catalog/tracks.parquet rows without ids), as JSON.
-        faces_artifact: aligned crops to restore (pipeline.artifacts); "" once consumed or if none.
-        restored_artifact: restored crops to paste; "" once consumed or if none.
-        segment: the clip's encoded .mp4, once encoded.
+        face_crops: aligned crops to restore (pipeline.artifacts.pack_faces), carried through Ray's
+            object store; b"" once consumed or if none. Never recorded.
+        restored_crops: restored crops to paste; b"" once consumed or if none. Never recorded.
+        segment: the clip's encoded .mp4 once encoded: in the output's storage during a run
+            (OUT/state/segments/...), else in the scratch folder.
+        nodes: "stage:NODE" for each stage that worked on the clip (the first 8 hex digits of the Ray
+            node id; "local" outside Ray), in order.
         weights: identity of the network weights (sha256, or synthetic:SEED).
         error: "stage: Type: message" once failed; every later stage passes the clip on untouched.
         clip_key: the clip's result key (pipeline.state.clip_key).
@@ -94,6 +100,7 @@ class ClipTask(Record):
     uri: str
     source: str
     work_dir: str
+    fingerprint: str = ""
     clip_index: int = -1
     clip_count: int = 0
     start: int = 0
@@ -110,8 +117,8 @@ class ClipTask(Record):
     tracks: int = 0
     faces: int = 0
     tracks_json: str = "[]"
-    faces_artifact: str = ""
-    restored_artifact: str = ""
+    face_crops: bytes = field(default=b"", repr=False)
+    restored_crops: bytes = field(default=b"", repr=False)
     segment: str = ""
     frames_out: int = 0
     weights: str = ""
@@ -123,6 +130,7 @@ class ClipTask(Record):
     seconds_encode: float = 0.0
     clip_key: str = ""
     resumed: bool = False
+    nodes: str = ""
 
     @property
     def frame_count(self) -> int:
@@ -141,11 +149,17 @@ class ClipTask(Record):
         """This clip, failed in `stage` with a one-line cause."""
         return replace(self, error=f"{stage}: {describe_error(error)}", traceback=trace)
 
+    def recorded(self) -> dict[str, Any]:
+        """The row to record (pipeline.state): everything but the crops in flight."""
+        row = self.to_row()
+        del row["face_crops"], row["restored_crops"]
+        return row
+
     def track_summaries(self) -> list[dict[str, Any]]:
         return json.loads(self.tracks_json or "[]")
 
 
-_CONVERTERS = {int: int, float: float, str: str, bool: bool}
+_CONVERTERS = {int: int, float: float, str: str, bool: bool, bytes: bytes}
 _TYPES: dict[type, dict[str, type]] = {}
 
 

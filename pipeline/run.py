@@ -1,10 +1,11 @@
 """`dpt-batch run`: restore every video of a manifest into an output folder or URL.
 
     manifest -> run context (pipeline.context) -> the dataset of stages (pipeline.execute)
-             -> each video assembled as soon as its last clip arrives (pipeline.assemble)
+             -> each video assembled by a Ray task as soon as its last clip arrives (pipeline.assemble)
              -> records (pipeline.state) and catalogs (pipeline.catalog)
 
-The driver holds only the clips of videos in flight, so memory does not grow with film length.
+The driver holds only the records of the clips of videos in flight (never frames, crops or film
+bytes), so its memory does not grow with film length.
 """
 from __future__ import annotations
 
@@ -20,13 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.assemble import Row, assemble_video
+from pipeline.assemble import Row, assemble_task, assemble_video
 from pipeline.catalog_parts import CatalogParts, compact_catalog
 from pipeline.cluster import ClusterPlan, SetupError, connect
 from pipeline.config import Settings
 from pipeline.context import RunContext, default_work_root, make_context
 from pipeline.lock import RemoteRunLock, RunLock
-from pipeline.records import ClipTask, VideoTask
+from pipeline.records import ClipTask, VideoTask, describe_error
 from pipeline.storage import join
 from pipeline.watch import STALL_AFTER_S, StallWatch, describe_stall
 
@@ -182,10 +183,33 @@ def run_archive(
     pending: dict[str, dict[int, ClipTask]] = {}
     clips_done, last_progress = 0, time.perf_counter()
 
+    assemble = assemble_task(min(1.0, context.plan.cpus_per_actor))
+    assembling: dict = {}  # the Ray task assembling a video -> (its source, its clips)
+
     def finish(video_id: str, clips: list[ClipTask], error: str = "") -> None:
+        """Start the assembly of a video whose clips are all in, on a worker."""
         source = sources.pop(video_id)
-        result = assemble_video(source, clips, join(output, "videos"), error=error)
-        video = result.video
+        task = assemble.remote(source, clips, join(output, "videos"), error, str(context.work_dir(video_id)))
+        assembling[task] = (source, clips)
+
+    def collect(wait: bool = False) -> None:
+        """Record the videos whose assembly has ended (all of them, waiting, when `wait`)."""
+        import ray
+
+        if not assembling:
+            return
+        ready, _ = ray.wait(list(assembling), num_returns=len(assembling), timeout=None if wait else 0)
+        for task in ready:
+            source, clips = assembling.pop(task)
+            try:
+                result = ray.get(task)
+            except Exception as failure:  # its worker died every time: the video fails, the run goes on
+                error = f"assemble: {describe_error(failure)}"
+                result = assemble_video(source, clips, join(output, "videos"), error=error)
+            record(source, result)
+
+    def record(source: VideoTask, result) -> None:
+        video, video_id = result.video, source.video_id
         video["seconds_total"] = time.perf_counter() - started
         state.record_video(source.video_key, video, result.clips, result.tracks)
         parts.add(video, result.clips, result.tracks)
@@ -205,6 +229,7 @@ def run_archive(
         with StallWatch(stalled, report, after_s=stall_after_s) as watch:
             for row in build_dataset(todo, context).iter_rows():
                 watch.progress()
+                collect()
                 clip = ClipTask.from_row(dict(row))
                 clips = pending.setdefault(clip.video_id, {})
                 clips[clip.clip_index] = clip  # keyed: a clip delivered twice counts once
@@ -221,6 +246,7 @@ def run_archive(
         shown = ", ".join(map(str, lost[:10])) + (" ..." if len(lost) > 10 else "")
         error = f"run: {len(lost)} of {count} clips were lost (clips {shown}); --retry-failed tries again"
         finish(video_id, list(clips.values()), error=error)
+    collect(wait=True)
     parts.flush()
     compacted = compact_catalog(output, [video["video_id"] for video in videos], manifest)
     summary.catalog_bytes = parts.bytes_written + compacted

@@ -14,8 +14,10 @@ MAX_ATTEMPTS times fails instead of being retried forever; an error becomes the 
 stage's seconds are added; and finished clips are recorded (pipeline.state) for resuming.
 
 Stages know nothing of Ray: `pipeline.execute` maps each onto an actor pool from its declaration,
-and tests call them directly. Frames never travel in records: they go through the artifacts of
-`pipeline.artifacts` in the video's work folder.
+and tests call them directly. Nothing a stage leaves for another is on a shared disk
+(pipeline.artifacts): crops ride in the clip's record through Ray's object store, each node decodes
+frames from its own copy of the source, and a finished clip's segment is published to the output's
+storage before the clip is recorded.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipeline.artifacts import FACES, RESTORED, SEGMENT, clip_artifact, load_faces, save_faces
+from pipeline.artifacts import SEGMENT, clip_artifact, local_source, pack_faces, unpack_faces
 from pipeline.context import RunContext
 from pipeline.faults import fault_point
 from pipeline.records import ClipTask, Record, VideoTask
@@ -46,8 +48,9 @@ def count_attempt(work_dir: str | Path, item: str, stage: str, run_id: str) -> i
     """Count one more attempt of `stage` at `item` (a clip, or "video") in run `run_id`, and return
     the count; raise WorkerDiedError past MAX_ATTEMPTS. Outside a run (no run_id) nothing is counted.
 
-    The count lives in the work folder, so it survives the worker: an attempt that ends normally
-    (success or a caught error) still counts, but Ray only retries work whose worker died."""
+    The count lives in the node's scratch folder, so it survives the worker: an attempt that ends
+    normally (success or a caught error) still counts, but Ray only retries work whose worker died.
+    Work that Ray moves to another node is counted there afresh (at most MAX_ATTEMPTS per node)."""
     if not run_id:
         return 0
     marker = Path(work_dir) / f".attempts-{run_id}-{stage}-{item}"
@@ -57,6 +60,18 @@ def count_attempt(work_dir: str | Path, item: str, stage: str, run_id: str) -> i
     if count > MAX_ATTEMPTS:
         raise WorkerDiedError(f"its worker died {count - 1} times on it (a crash in a decoder or device?)")
     return count
+
+
+def current_node() -> str:
+    """The first 8 hex digits of the Ray node this process runs on; "local" outside Ray."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()[:8]
+    except Exception:  # noqa: BLE001 - naming the node must never fail a stage
+        pass
+    return "local"
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,7 @@ class Stage:
     def __init__(self, context: RunContext, restorer: Restorer | None = None) -> None:
         self.context = context
         self.restorer = restorer or Restorer.for_run(context)
+        self.node = current_node()
 
     def setup(self) -> None:
         """Load models; runs once per actor, before the first batch."""
@@ -156,11 +172,18 @@ class Stage:
         return task.failed(self.name, error, trace)
 
     def timed(self, record: ClipTask, seconds: float) -> ClipTask:
+        """The record with this stage's seconds added, and this node named in its `nodes`."""
         field = f"seconds_{self.name}"
-        return replace(record, **{field: getattr(record, field) + seconds})
+        nodes = f"{record.nodes} {self.name}:{self.node}".strip()
+        return replace(record, nodes=nodes, **{field: getattr(record, field) + seconds})
 
     def work_dir(self, task) -> Path:
+        """The video's scratch folder on this node."""
         return self.context.work_dir(task.video_id)
+
+    def source(self, task: ClipTask) -> Path:
+        """This node's file of the clip's source (a URL is copied once per node)."""
+        return local_source(task.uri, task.fingerprint, self.work_dir(task))
 
     def item(self, task) -> str:
         """What attempts are counted for: the clip, or the video before it has clips."""
@@ -175,10 +198,10 @@ class Stage:
 class ProbeVideo(Stage):
     """Probe a video and cut it into scene clips: one record per clip (or one failed record).
 
-    A remote source (an fsspec URL) is copied once into the video's work folder, and later stages read
-    that copy. Every frame lands in exactly one clip. A video with a `video_key` (a run's) gives each
-    clip its key, and clips that an earlier run finished under the same key come back as recorded,
-    marked `resumed`.
+    A remote source (an fsspec URL) is copied once into the node's scratch folder (each node that works
+    on the video makes its own copy). Every frame lands in exactly one clip. A video with a `video_key`
+    (a run's) gives each clip its key, and clips that an earlier run finished under the same key come
+    back as recorded, marked `resumed`.
     """
 
     name = "probe"
@@ -187,13 +210,12 @@ class ProbeVideo(Stage):
 
     def run_one(self, video: VideoTask) -> list[ClipTask]:
         from pipeline.state import RunState, clip_key
-        from pipeline.storage import local_copy
 
         work_dir = self.work_dir(video)
-        source = str(local_copy(video.uri, work_dir / "source"))
+        source = str(local_source(video.uri, video.fingerprint, work_dir))
         info, clips = self.restorer.scan(source)
         base = ClipTask(
-            video.video_id, video.uri, source, str(work_dir), clip_count=len(clips),
+            video.video_id, video.uri, source, str(work_dir), video.fingerprint, clip_count=len(clips),
             frames_in=info.frame_count, fps_num=info.frame_rate.numerator,
             fps_den=info.frame_rate.denominator,
             width=info.width, height=info.height, duration_s=info.duration_s, bit_depth=info.bit_depth,
@@ -208,8 +230,8 @@ class ProbeVideo(Stage):
                  for task in tasks]  # fmt: skip
         finished = RunState(self.context.output).finished_clips(video.video_id) if self.context.output else {}
         # a finished clip comes back as recorded, with this run's copy of the source
-        return [replace(finished[task.clip_key], source=source, resumed=True) if task.clip_key in finished
-                else task for task in tasks]  # fmt: skip
+        return [replace(finished[task.clip_key], source=source, fingerprint=video.fingerprint, resumed=True)
+                if task.clip_key in finished else task for task in tasks]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -217,7 +239,7 @@ class ProbeVideo(Stage):
 
 
 class DetectFaces(Stage):
-    """Decode a clip, find and track its faces, and save the aligned crops of the tracks to restore."""
+    """Decode a clip, find and track its faces, and pass on the aligned crops of the tracks to restore."""
 
     name = "faces"
 
@@ -228,15 +250,11 @@ class DetectFaces(Stage):
     def run_one(self, task: ClipTask) -> ClipTask:
         from pipeline.media import read_frames
 
-        frames = read_frames(task.source, task.start, task.end)
+        frames = read_frames(self.source(task), task.start, task.end)
         faces = self.restorer.find_faces(frames, task.start, str(task.clip_index))
         fault_point("faces", task.video_id)
-        artifact = ""
-        if faces.aligned:
-            artifact = str(clip_artifact(task, FACES))
-            save_faces(Path(artifact), faces.aligned)
         return replace(task, tracks_json=json.dumps(faces.summaries), tracks=len(faces.summaries),
-                       faces=faces.face_frames, faces_artifact=artifact)  # fmt: skip
+                       faces=faces.face_frames, face_crops=pack_faces(faces.aligned))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -265,27 +283,16 @@ class RestoreFaces(Stage):
         self.restorer.engine  # noqa: B018 (loads the network)
 
     def wants(self, task: ClipTask) -> bool:
-        return not task.passes_through and bool(task.faces_artifact)
+        return not task.passes_through and bool(task.face_crops)
 
     def run(self, tasks: list[ClipTask]) -> list[ClipTask]:
-        done, todo = {}, []
-        for i, task in enumerate(tasks):
-            saved = clip_artifact(task, RESTORED)
-            if saved.is_file():  # restored by an attempt whose worker then died
-                done[i] = replace(task, restored_artifact=str(saved), faces_artifact="")
-            else:
-                todo.append(i)
-        if todo:
-            loaded = {i: load_faces(tasks[i].faces_artifact) for i in todo}
-            faces = {(i, track): face for i in todo for track, face in loaded[i].items()}
-            restored = self.restorer.restore_faces(faces)
-            fault_point("restore", tasks[todo[0]].video_id)
-            for i in todo:
-                artifact = clip_artifact(tasks[i], RESTORED)
-                save_faces(artifact, {track: face for (j, track), face in restored.items() if j == i})
-                Path(tasks[i].faces_artifact).unlink(missing_ok=True)  # consumed: disk stays bounded
-                done[i] = replace(tasks[i], restored_artifact=str(artifact), faces_artifact="")
-        return [done[i] for i in range(len(tasks))]
+        loaded = [unpack_faces(task.face_crops) for task in tasks]
+        faces = {(i, track): face for i, clip in enumerate(loaded) for track, face in clip.items()}
+        restored = self.restorer.restore_faces(faces)
+        fault_point("restore", tasks[0].video_id)
+        return [replace(task, face_crops=b"", restored_crops=pack_faces(
+                    {track: face for (j, track), face in restored.items() if j == i}))
+                for i, task in enumerate(tasks)]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -293,8 +300,8 @@ class RestoreFaces(Stage):
 
 
 class PasteAndEncode(Stage):
-    """Paste the restored faces back into the clip's frames and encode the clip as one segment; the
-    clip is then finished and recorded."""
+    """Paste the restored faces back into the clip's frames and encode the clip as one segment, which
+    is published to the output's storage (during a run); the clip is then finished and recorded."""
 
     name = "encode"
     records_finished = True
@@ -305,15 +312,16 @@ class PasteAndEncode(Stage):
 
     def run_one(self, task: ClipTask) -> ClipTask:
         from pipeline.media import VideoWriter, iter_frames
-        from pipeline.storage import fsync_file
+        from pipeline.state import RunState
+        from pipeline.storage import fsync_file, publish_file
 
-        restored = load_faces(task.restored_artifact) if task.restored_artifact else {}
-        faces_by_frame = self.restorer.faces_by_frame(restored)
+        faces_by_frame = self.restorer.faces_by_frame(unpack_faces(task.restored_crops))
+        source = self.source(task)
         segment = clip_artifact(task, SEGMENT)
         partial = segment.with_name(f".{segment.name}.partial.mp4")
         encode = encode_settings_for(task.width, task.height, task.bit_depth, self.context.settings.encode)
         with VideoWriter(partial, task.width, task.height, task.frame_rate, encode) as writer:
-            for first, frames in iter_frames(task.source, task.start, task.end, batch=self.decode_batch):
+            for first, frames in iter_frames(source, task.start, task.end, batch=self.decode_batch):
                 for offset in range(len(frames)):
                     faces = faces_by_frame.get(first - task.start + offset)
                     if faces:
@@ -322,15 +330,15 @@ class PasteAndEncode(Stage):
                 fault_point("encode", task.video_id)
         if writer.frames_written != task.frame_count:
             raise RuntimeError(
-                f"{task.source}: decoded {writer.frames_written} frames of the clip's {task.frame_count} "
+                f"{source}: decoded {writer.frames_written} frames of the clip's {task.frame_count} "
                 f"({task.start}..{task.end}); is the file truncated?"
             )
         fsync_file(partial)  # the segment's bytes are on disk before its name and record say it is done
         os.replace(partial, segment)
-        if task.restored_artifact:
-            Path(task.restored_artifact).unlink(missing_ok=True)  # consumed: only the encoded segment stays
-        return replace(task, segment=str(segment), frames_out=writer.frames_written, faces_artifact="",
-                       restored_artifact="")  # fmt: skip
+        if self.context.output and task.clip_key:  # a run's: where any node can assemble the film
+            location = RunState(self.context.output).segment_location(task.video_id, task.clip_key)
+            segment = publish_file(segment, location)
+        return replace(task, segment=str(segment), frames_out=writer.frames_written, restored_crops=b"")
 
 
 STAGES: tuple[type[Stage], ...] = (ProbeVideo, DetectFaces, RestoreFaces, PasteAndEncode)

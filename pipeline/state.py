@@ -3,8 +3,9 @@ crash, a kill -9 or a preemption redoes only what was not finished.
 
     OUT/state/runs/RUN_ID.json                     a run as it starts: when, where, and its videos
     OUT/state/videos/VIDEO_ID.json                 a finished video: its catalog rows and its key
-    OUT/state/clips/VIDEO_ID/CLIP_KEY.json         a finished clip: its row; its encoded segment lies in
-                                                   the work folder
+    OUT/state/clips/VIDEO_ID/CLIP_KEY.json         a finished clip: its row
+    OUT/state/segments/VIDEO_ID/CLIP_KEY.mp4       its encoded segment, which any node can fetch to
+                                                   assemble the film (removed once the video is done)
 
 Every record holds `finished_at` (seconds since the epoch) for `dpt-batch status`.
 
@@ -19,7 +20,7 @@ Keys make results impossible to reuse under other settings or another source fil
 * a clip's key hashes the settings key, the source's fingerprint and the clip's frame range.
 
 Every record is written through `pipeline.storage.write_atomically` only after the artifact it
-describes is in place (segment renamed into the work folder; film renamed into OUT/videos), so a
+describes is in place (segment published under OUT/state/segments; film in OUT/videos), so a
 record never points at half a file; a record whose artifact has gone is ignored. OUT may be a local
 folder or an fsspec URL (s3://...).
 """
@@ -133,6 +134,26 @@ def _read_records(location: str, pattern: str = "*.json") -> list[dict[str, Any]
     return records
 
 
+def _sizes(location: str) -> dict[str, int]:
+    """name -> size of the files in a folder (local or URL), from one listing."""
+    fs, folder = filesystem(location)
+    try:
+        listed = fs.ls(folder, detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    return {entry["name"].rstrip("/").rsplit("/", 1)[-1]: entry.get("size") for entry in listed
+            if entry.get("type") == "file"}  # fmt: skip
+
+
+def _size(location: str) -> int | None:
+    """The size of one file (a local path or URL), None if it is not there."""
+    fs, path = filesystem(location)
+    try:
+        return fs.size(path)
+    except (FileNotFoundError, OSError):
+        return None
+
+
 class RunState:
     """The records under OUT/state of one output folder (local path or URL)."""
 
@@ -144,35 +165,46 @@ class RunState:
     def clip_location(self, video_id: str, key: str) -> str:
         return join(self.root, "clips", video_id, f"{key}.json")
 
+    def segment_location(self, video_id: str, key: str) -> str:
+        """Where a finished clip's encoded segment is published (any node can fetch it from there)."""
+        return join(self.root, "segments", video_id, f"{key}.mp4")
+
     def record_clip(self, clip: ClipTask) -> str:
         """Record a finished clip (after its segment is in place); returns the record's location."""
-        segment = Path(clip.segment)
-        record = {**clip.to_row(), "segment_bytes": segment.stat().st_size, "finished_at": time.time()}
+        fs, path = filesystem(clip.segment)
+        record = {**clip.recorded(), "segment_bytes": fs.size(path), "finished_at": time.time()}
         text = json.dumps(record, default=str)
         return write_atomically(
             self.clip_location(clip.video_id, clip.clip_key), lambda sink: sink.write(text.encode())
         )
 
     def finished_clips(self, video_id: str) -> dict[str, ClipTask]:
-        """clip key -> recorded clip, for the clips of a video whose segment is still whole on disk."""
+        """clip key -> recorded clip, for the clips of a video whose segment is still whole (one listing
+        of the video's segments, not a request per clip)."""
         records = _read_records(join(self.root, "clips", video_id))
+        if not records:
+            return {}
+        segments = join(self.root, "segments", video_id)
+        sizes = _sizes(segments)
         found = {}
         for record in records:
             try:
-                segment = Path(record["segment"])
-                if segment.is_file() and segment.stat().st_size == record["segment_bytes"]:
+                folder, _, name = record["segment"].rpartition("/")
+                size = sizes.get(name) if folder == segments else _size(record["segment"])
+                if size == record["segment_bytes"]:
                     found[record["clip_key"]] = ClipTask.from_record(record)
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue  # unreadable or stale: the clip is simply done again
         return found
 
     def forget_clips(self, video_id: str) -> None:
-        """Drop a video's clip records (once the video's own record holds its rows)."""
-        fs, folder = filesystem(join(self.root, "clips", video_id))
-        try:
-            fs.rm(folder, recursive=True)
-        except FileNotFoundError:
-            pass
+        """Drop a video's clip records and segments (once the video's own record holds its rows)."""
+        for kind in ("clips", "segments"):
+            fs, folder = filesystem(join(self.root, kind, video_id))
+            try:
+                fs.rm(folder, recursive=True)
+            except FileNotFoundError:
+                pass
 
     # -- videos --------------------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 """A real two-node Ray cluster on this machine: a head with the dashboard (Jobs API) and a second node,
-each started by `ray start` in a session of its own.
+each started by `ray start` in a session of its own. The second node may run in a mount namespace of
+its own (`unshare -m`) with a private tmpfs over a folder (its scratch): a node that shares no disk
+with the head there, as on a cloud cluster that shares only object storage.
 
 Teardown kills exactly this cluster's processes, by session: the members of the two `ray start`
 sessions and their descendants (Ray starts each job's driver in a session of its own). `ray stop`
@@ -52,9 +54,24 @@ def cluster_env() -> dict[str, str]:
     return env
 
 
+def unshare_unavailable() -> str:
+    """Why a process cannot get a mount namespace with a private tmpfs here; empty when it can."""
+    if not shutil.which("unshare"):
+        return "`unshare` (util-linux) is not installed"
+    with tempfile.TemporaryDirectory() as folder:
+        done = subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "mount", "-t", "tmpfs", "tmpfs", folder],
+            capture_output=True, text=True,
+        )  # fmt: skip
+    return f"no private mount namespace here (unshare -m: {done.stderr.strip()})" if done.returncode else ""
+
+
 @dataclass
 class LocalCluster:
-    """Two Ray nodes on 127.0.0.1 with `cpus` CPUs each; the second has the resource `worker_node`."""
+    """Two Ray nodes on 127.0.0.1 with `cpus` CPUs each; the second has the resource `worker_node`.
+
+    With `private` set, the worker node runs in a mount namespace of its own in which a fresh tmpfs
+    covers that folder: nothing it writes there is visible to the head or to this process."""
 
     cwd: Path
     cpus: int = 2
@@ -64,6 +81,7 @@ class LocalCluster:
     temp_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="dpt-ray-", dir="/tmp")))
     sessions: list[int] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=cluster_env)
+    private: Path | None = None
 
     @property
     def dashboard_url(self) -> str:
@@ -75,25 +93,56 @@ class LocalCluster:
             "--include-dashboard=true", "--dashboard-host", "127.0.0.1",
             "--dashboard-port", str(self.dashboard_port),
         )  # fmt: skip
-        self._ray_start("--address", f"127.0.0.1:{self.gcs_port}", "--resources", '{"worker_node": 1}')
+        self.start_worker(timeout=timeout)
+
+    def start_worker(self, env: dict[str, str] | None = None, timeout: float = 120) -> None:
+        """Start the worker node (with extra `env` for its processes), and wait until it is alive."""
+        before = set(self.alive_nodes())
+        self.worker_session = self._ray_start(
+            "--address", f"127.0.0.1:{self.gcs_port}", "--resources", '{"worker_node": 1}',
+            env=env, private=self.private,
+        )  # fmt: skip
         deadline = time.monotonic() + timeout
-        while len(alive := self.alive_nodes()) < 2:
+        while not (set(alive := self.alive_nodes()) - before) or len(alive) < 2:
             if time.monotonic() > deadline:
                 raise AssertionError(f"the cluster has {len(alive)} live nodes after {timeout} s: {alive}")
             time.sleep(0.5)
 
-    def _ray_start(self, *args: str) -> None:
+    def kill_worker(self, timeout: float = 30) -> None:
+        """kill -9 every process of the worker node, as when its machine is lost; wait until the head
+        sees it dead."""
+        sessions = {self.worker_session}
+        deadline = time.monotonic() + timeout
+        while (pids := self.processes(sessions)) and time.monotonic() < deadline:
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.2)
+        while len(self.alive_nodes()) > 1 and time.monotonic() < deadline + 60:
+            time.sleep(0.5)
+
+    def worker_node_id(self) -> str:
+        return next(node for node, resources in self.alive_nodes().items() if "worker_node" in resources)
+
+    def _ray_start(self, *args: str, env: dict[str, str] | None = None, private: Path | None = None) -> int:
         command = [str(VENV_BIN / "ray"), "start", *args, "--num-cpus", str(self.cpus),
                    "--object-store-memory", str(self.object_store_bytes),
                    "--dashboard-agent-listen-port", str(free_port()), "--disable-usage-stats"]  # fmt: skip
+        if private is not None:  # ray start, and every process it leaves behind, see a fresh tmpfs there
+            private.mkdir(parents=True, exist_ok=True)
+            mount = 'mount -t tmpfs -o size=2g dpt-scratch "$0" && exec "$@"'
+            command = ["unshare", "-m", "--propagation", "private", "sh", "-c", mount, str(private), *command]
         process = subprocess.Popen(
-            command, cwd=self.cwd, env=self.env, start_new_session=True, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            command, cwd=self.cwd, env={**self.env, **(env or {})}, start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         self.sessions.append(process.pid)
         output, _ = process.communicate(timeout=180)
         if process.returncode != 0:
             raise AssertionError(f"`{' '.join(command)}` failed ({process.returncode}):\n{output[-4000:]}")
+        return process.pid
 
     def alive_nodes(self) -> dict[str, dict]:
         """node id -> total resources of each live node, from the state API on the dashboard."""

@@ -28,6 +28,17 @@ def moto_s3(monkeypatch) -> str:
 
     Skips when s3fs or moto is missing or the server does not start.
     """
+    yield from serve_moto(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def moto_s3_module() -> str:
+    """`moto_s3` for the tests of a module together (e.g. with a Ray cluster that reaches it)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield from serve_moto(monkeypatch)
+
+
+def serve_moto(monkeypatch: pytest.MonkeyPatch):
     pytest.importorskip("s3fs")
     moto_server = pytest.importorskip("moto.server")
     import threading

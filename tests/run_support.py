@@ -86,13 +86,13 @@ def finish_run(process: subprocess.Popen, timeout: float = 900) -> tuple[int, st
     return process.returncode, output
 
 
-def comparable_catalog(out: Path) -> dict[str, pd.DataFrame]:
-    """The catalogs of a run without what differs between two equal runs: timings, and the output
-    folder in paths (kept: file names)."""
+def comparable_catalog(out: Path | str) -> dict[str, pd.DataFrame]:
+    """The catalogs of a run (a folder or URL) without what differs between two equal runs: timings,
+    the nodes that did the work, and the output folder in paths (kept: file names)."""
     catalog = read_catalog(str(out))
     tables = {}
     for name, frame in (("videos", catalog.videos), ("clips", catalog.clips), ("tracks", catalog.tracks)):
-        frame = frame.drop(columns=[c for c in TIMING_COLUMNS if c in frame.columns])
+        frame = frame.drop(columns=[c for c in (*TIMING_COLUMNS, "nodes") if c in frame.columns])
         for column in ("output_uri", "artifact"):
             if column in frame.columns:
                 frame[column] = frame[column].map(lambda path: Path(path).name if path else "")

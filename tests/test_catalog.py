@@ -42,7 +42,8 @@ def clip_row(video_id: str, index: int, start: int, end: int) -> dict:
     return {
         "video_id": video_id, "clip_index": index, "start": start, "end": end, "frames": end - start,
         "scene": index, "tracks": 1, "faces_restored": end - start, "status": "done", "error": "",
-        "artifact": f"/out/work/{video_id}/clip_{index:05d}.mp4",
+        "artifact": f"/out/state/segments/{video_id}/clip_{index:05d}.mp4",
+        "nodes": "probe:0a1b2c3d faces:0a1b2c3d restore:4e5f6a7b encode:0a1b2c3d",
     }  # fmt: skip
 
 

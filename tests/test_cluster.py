@@ -2,6 +2,7 @@
 through Ray's Jobs API, and a submitted `run` restores on both nodes."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -10,13 +11,17 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-from cluster_support import LocalCluster, cluster_env, dashboard_unavailable, free_port
+from cluster_support import LocalCluster, cluster_env, dashboard_unavailable, free_port, unshare_unavailable
+from run_support import comparable_catalog, finish_run, kill_run, start_run, wait_for
 
 from pipeline.catalog import read_catalog
 from pipeline.cluster import SetupError, cluster_address
+from pipeline.demo import DEMO_FILMS
+from pipeline.media import probe
 from pipeline.submit import UPLOAD_EXCLUDES, SubmitError, entrypoint, job_env_vars, outcome, runtime_env
 
 REPO = Path(__file__).resolve().parents[1]
+FILMS = {film.video_id: film for film in DEMO_FILMS if film.video_id == "film_b"}  # the short one
 
 
 def smoke_args(shared_dir: Path) -> list[str]:
@@ -108,14 +113,40 @@ def test_inside_a_ray_job_a_run_connects_to_the_jobs_cluster():
 # on a real two-node cluster
 
 
+S3_MANIFEST = "s3://archive/archive.parquet"
+S3_DETECTOR = "s3://archive/weights/retinaface.pth"
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, request) -> LocalCluster:
+def s3_archive(moto_s3_module, demo_archive, shared_dir) -> str:
+    """The demo archive's film_b (two clips), its manifest and the detector's weights on the local S3."""
+    import fsspec
+
+    s3 = fsspec.filesystem("s3")
+    for film in FILMS.values():
+        s3.put_file(str(demo_archive.parent / film.file_name), f"archive/films/{film.video_id}.mp4")
+    s3.put_file(str(shared_dir / "weights" / "retinaface_mobile0.25.pth"), S3_DETECTOR.removeprefix("s3://"))
+    manifest = pd.DataFrame({"video_id": list(FILMS), "uri": [f"s3://archive/films/{v}.mp4" for v in FILMS]})
+    with s3.open(S3_MANIFEST, "wb") as sink:
+        manifest.to_parquet(sink)
+    return moto_s3_module
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_archive, tmp_path_factory, request) -> LocalCluster:
     """A head (with the dashboard) and a worker node on 127.0.0.1, two CPUs each, started from a folder
-    outside the repository (jobs use the installed dpt-batch); torn down even when a test fails."""
-    reason = dashboard_unavailable()
+    outside the repository (jobs use the installed dpt-batch), that share no disk: the worker node has
+    a private tmpfs over the folder where every node keeps its caches and scratch ($DPT_CACHE_DIR), and
+    both reach the local S3. Torn down even when a test fails."""
+    reason = dashboard_unavailable() or unshare_unavailable()
     if reason:
         pytest.skip(reason)
-    cluster = LocalCluster(cwd=tmp_path_factory.mktemp("cluster"))
+    scratch = tmp_path_factory.mktemp("scratch")
+    s3 = json.dumps({"endpoint_url": s3_archive, "skip_instance_cache": True})
+    env = {**cluster_env(), "FSSPEC_S3": s3,
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "DPT_CACHE_DIR": str(scratch)}  # fmt: skip
+    cluster = LocalCluster(cwd=tmp_path_factory.mktemp("cluster"), env=env, private=scratch)
 
     def stop() -> None:
         survivors = cluster.stop()
@@ -126,40 +157,88 @@ def cluster(tmp_path_factory, request) -> LocalCluster:
     return cluster
 
 
-@pytest.fixture(scope="module")
-def film_b_manifest(demo_archive, tmp_path_factory) -> Path:
-    manifest = pd.read_parquet(demo_archive)
-    path = tmp_path_factory.mktemp("film_b") / "archive.parquet"
-    manifest[manifest.video_id == "film_b"].reset_index(drop=True).to_parquet(path)
-    return path
+def s3_run_args() -> list[str]:
+    """A run of the S3 archive with the smoke settings, the detector's weights fetched from S3."""
+    return ["--manifest", S3_MANIFEST, "--config", str(REPO / "configs" / "smoke.yaml"),
+            "--set", f"faces.detector_weights={S3_DETECTOR}"]  # fmt: skip
 
 
-def test_the_cluster_has_a_head_and_a_worker_node(cluster):
+def on_worker_node(cluster: LocalCluster, code: str) -> str:
+    """The output of `code` run as a Ray task on the worker node (a driver in a process of its own)."""
+    driver = f"""
+import ray
+ray.init(address="127.0.0.1:{cluster.gcs_port}", log_to_driver=False)
+def task():
+    import io, contextlib
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec({code!r})
+    return out.getvalue()
+print(ray.get(ray.remote(num_cpus=0, resources={{"worker_node": 0.01}})(task).remote()), end="")
+"""
+    done = subprocess.run([sys.executable, "-c", driver], env=cluster.env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_the_cluster_has_a_head_and_a_worker_node_that_share_no_scratch_disk(cluster):
     nodes = cluster.alive_nodes().values()
     assert len(nodes) == 2
     assert sorted(resources.get("worker_node", 0) for resources in nodes) == [0, 1]
     assert all(resources["CPU"] == cluster.cpus for resources in nodes)
+    (cluster.private / "on-the-head").touch()
+    code = f"""
+import os
+open(os.path.join({str(cluster.private)!r}, "on-the-worker"), "w").close()
+print(sorted(os.listdir({str(cluster.private)!r})))"""
+    assert "on-the-head" not in on_worker_node(cluster, code)
+    assert not (cluster.private / "on-the-worker").exists()
 
 
-def test_a_submitted_run_restores_the_archive_on_both_nodes(cluster, film_b_manifest, shared_dir, tmp_path):
-    out = tmp_path / "out"  # on storage both nodes share: they are on one machine
+def node_roles(cluster: LocalCluster, nodes_column: pd.Series) -> set[str]:
+    """"head"/"worker" for the nodes named in a clips catalog's `nodes` column ("stage:NODE ...")."""
+    roles = {node[:8]: "worker" if "worker_node" in resources else "head"
+             for node, resources in cluster.alive_nodes().items()}  # fmt: skip
+    named = {entry.split(":")[1] for text in nodes_column for entry in text.split()}
+    return {roles.get(node, node) for node in named}
+
+
+@pytest.fixture(scope="module")
+def cluster_run(cluster, shared_dir):
+    """The S3 archive restored by a job submitted to the cluster, into s3://archive/runs/cluster."""
     code, output = submit_cli(
-        cluster.dashboard_url, "--wait", "--",
-        "run", "--manifest", str(film_b_manifest), "--output", str(out), *smoke_args(shared_dir),
+        cluster.dashboard_url, "--wait", "--", "run", *s3_run_args(), "--output", "s3://archive/runs/cluster",
     )  # fmt: skip
+    return code, output, submission_id(output)
+
+
+def test_a_submitted_run_restores_the_archive_on_nodes_that_share_only_object_storage(cluster, cluster_run,
+                                                                                     tmp_path):  # fmt: skip
+    import fsspec
+
+    code, output, submitted = cluster_run
     assert code == 0, output
     assert "[1/1] film_b: done" in output  # the run's own report, through the job's logs
     assert "succeeded" in output
 
-    catalog = read_catalog(str(out))
-    assert catalog.videos.status.tolist() == ["done"]
+    catalog = read_catalog("s3://archive/runs/cluster")
     video = catalog.videos.iloc[0]
-    assert video.frames_out == video.frames_in == 50
-    assert len(catalog.clips) == video.clips >= 2
-    assert set(catalog.clips.status) == {"done"} and catalog.clips.frames.sum() == 50
-    assert (out / "videos" / "film_b.mp4").is_file()
-    # Three stage pools of at least one 1-CPU actor each do not fit on one 2-CPU node.
-    assert cluster.stage_actor_nodes(submission_id(output)) == {"head", "worker"}
+    assert video.status == "done" and video.frames_out == video.frames_in == FILMS["film_b"].frame_count
+    assert video.output_uri == "s3://archive/runs/cluster/videos/film_b.mp4"
+    assert set(catalog.clips.status) == {"done"} and len(catalog.clips) == video.clips >= 2
+    # Clips went through stages on both nodes, though neither saw the other's scratch files: crops came
+    # through the object store, sources from S3, segments from the output.
+    assert node_roles(cluster, catalog.clips.nodes) == {"head", "worker"}
+    assert cluster.stage_actor_nodes(submitted) == {"head", "worker"}
+    s3 = fsspec.filesystem("s3")
+    film = tmp_path / "film_b.mp4"
+    s3.get_file("archive/runs/cluster/videos/film_b.mp4", str(film))
+    assert probe(film).frame_count == FILMS["film_b"].frame_count
+    assert not s3.exists("archive/runs/cluster/state/segments/film_b")  # published segments, removed
+    used = json.loads(s3.cat_file("archive/runs/cluster/run.json"))["weights_used"]
+    assert used["faces.detector_weights"].startswith(f"{S3_DETECTOR}: sha256 ")
+    assert not s3.exists("archive/runs/cluster/.dpt-batch.lock")  # the URL's run lock, released
 
 
 def test_a_failed_job_gives_submit_its_exit_status_and_its_logs(cluster, shared_dir, tmp_path):
@@ -200,3 +279,25 @@ def test_submit_sh_submits_through_ray_job_submit(cluster, shared_dir, tmp_path)
     assert done.returncode == 0, done.stdout
     assert "synthetic weights, seed 0" in done.stdout, done.stdout  # the command's output, from the job
     assert re.search(r"Job 'raysubmit_\w+' succeeded", done.stdout), done.stdout
+
+
+def test_a_run_whose_worker_node_is_lost_is_finished_by_a_rerun(cluster, cluster_run, tmp_path):
+    """The worker node is killed (kill -9 of every process) while it holds a clip in a stage, then the
+    run's driver; a new worker node (an empty scratch disk) joins and the same command finishes the run
+    with the catalog of the uninterrupted run."""
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    cluster.kill_worker()
+    cluster.start_worker(env={"DPT_FAULT_DIR": str(faults), "DPT_PAUSE_AT": "faces,restore,encode"})
+    output = "s3://archive/runs/node-lost"
+    args = [*s3_run_args(), "--output", output, "--address", f"127.0.0.1:{cluster.gcs_port}"]
+    run = start_run(args, cluster.env)
+    wait_for(faults / "paused", run)  # only the worker node's processes pause
+    cluster.kill_worker()
+    kill_run(run)
+    cluster.start_worker()
+    code, log = finish_run(start_run(args, cluster.env))
+    assert code == 0, log
+    expected, resumed = comparable_catalog("s3://archive/runs/cluster"), comparable_catalog(output)
+    for name in expected:
+        pd.testing.assert_frame_equal(resumed[name], expected[name], obj=name)

@@ -32,13 +32,17 @@ def test_the_rayjob_runs_dpt_batch_with_gpu_workers_for_restoration_only():
         assert "nvidia.com/gpu" not in node["resources"]["requests"]
         assert "nvidia.com/gpu" not in node["resources"]["limits"]
 
-    # Every pod sees the same shared volume (output, work folder, weights).
+    # Nodes share nothing but object storage: every pod has its own scratch disk, and no volume claim.
     for node, pod in ((head, cluster["headGroupSpec"]), (cpu, groups["cpu"]), (gpu, groups["gpu"])):
         assert node["image"] == head["image"]
         mounts = {mount["name"]: mount["mountPath"] for mount in node["volumeMounts"]}
         volumes = {volume["name"]: volume for volume in pod["template"]["spec"]["volumes"]}
-        assert mounts == {"data": "/data"} and "persistentVolumeClaim" in volumes["data"]
-    assert "/data/" in spec["entrypoint"]
+        assert mounts["scratch"] == "/scratch" and "emptyDir" in volumes["scratch"]
+        assert not any("persistentVolumeClaim" in volume for volume in volumes.values())
+        assert {"name": "DPT_CACHE_DIR", "value": "/scratch"} in node["env"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"  # no film bytes through the head
+    for option in ("--manifest s3://", "--output s3://", "model.weights=s3://", "detector_weights=s3://"):
+        assert option in " ".join(spec["entrypoint"].split()), option
 
 
 def test_submit_sh_parses_and_explains_itself():

@@ -293,42 +293,6 @@ def test_changed_settings_never_reuse_results(resumed_run, archive_with_bad_item
     assert psnr(after, before) < 45  # encoded again, at the new quality
 
 
-def test_input_and_output_on_s3(demo_archive, shared_dir, moto_s3, tmp_path):
-    """Manifest, source, detector weights and output all behind s3:// URLs on a local moto server, and a
-    rerun that keeps what the first run recorded there."""
-    import json
-
-    import fsspec
-
-    s3 = fsspec.filesystem("s3")
-    s3.put_file(str(demo_archive.parent / FILMS["film_b"].file_name), "archive/films/film_b.mp4")
-    s3.put_file(str(shared_dir / "weights" / "retinaface_mobile0.25.pth"), "archive/weights/retinaface.pth")
-    with s3.open("archive/archive.parquet", "wb") as sink:
-        pd.DataFrame({"uri": ["s3://archive/films/film_b.mp4"], "video_id": ["film_b"]}).to_parquet(sink)
-    env = {"FSSPEC_S3": json.dumps({"endpoint_url": moto_s3, "skip_instance_cache": True}),
-           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "DPT_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
-    detector = "faces.detector_weights=s3://archive/weights/retinaface.pth"
-    args = ["--manifest", "s3://archive/archive.parquet", "--output", "s3://archive/runs/one",
-            *smoke_args(shared_dir), "--set", detector]  # fmt: skip
-    code, output = finish_run(start_run(args, env))
-    assert code == 0, output
-
-    video = read_catalog("s3://archive/runs/one").videos.set_index("video_id").loc["film_b"]
-    assert video["status"] == "done" and video["output_uri"] == "s3://archive/runs/one/videos/film_b.mp4"
-    s3.get_file("archive/runs/one/videos/film_b.mp4", str(tmp_path / "film_b.mp4"))
-    assert probe(tmp_path / "film_b.mp4").frame_count == FILMS["film_b"].frame_count
-    assert s3.isfile("archive/runs/one/state/videos/film_b.json")
-    used = json.loads(s3.cat_file("archive/runs/one/run.json"))["weights_used"]
-    assert used["faces.detector_weights"].startswith("s3://archive/weights/retinaface.pth: sha256 ")
-    assert used["model.weights"] == "synthetic:0"
-    assert len(list((tmp_path / "cache").rglob("*.pth"))) == 1  # the node's verified copy
-    assert not s3.exists("archive/runs/one/.dpt-batch.lock")  # the URL's run lock, released
-
-    code, output = finish_run(start_run(args, env))
-    assert code == 0 and "1 videos were finished by an earlier run and are kept" in output, output
-
-
 def test_status_reports_a_finished_run(smoke_run):
     out, _ = smoke_run
     result = CliRunner().invoke(main, ["status", str(out)])

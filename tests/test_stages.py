@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.artifacts import unpack_faces
 from pipeline.assemble import assemble_video
 from pipeline.config import load_settings
 from pipeline.context import make_context
@@ -102,20 +103,49 @@ def test_a_video_behind_an_s3_url_is_copied_once_and_split(face_clip, context, t
     video = VideoTask("lou", "s3://archive/films/lou.mp4")
     clips = split_video(video, context)
     assert clips[0].error == "" and clips[0].frames_in == 20
-    assert clips[0].source == str(tmp_path / "work" / "lou" / "source" / "lou.mp4")
-    assert Path(clips[0].source).read_bytes() == face_clip.read_bytes()
+    copy = Path(clips[0].source)
+    assert copy.parents[2] == tmp_path / "work" / "lou" and copy.name == "lou.mp4"
+    assert copy.read_bytes() == face_clip.read_bytes()
     assert clips[0].uri == video.uri
 
 
-def test_crop_artifacts_are_removed_once_consumed(face_clip, context, tmp_path):
+def test_crops_travel_in_the_record_and_leave_only_the_segment(face_clip, context, tmp_path):
     clips = split_video(VideoTask("lou", str(face_clip)), context)
+    found = DetectFaces(context).process(clips)[0]
+    faces = unpack_faces(found.face_crops)
+    assert list(faces) == [0] and faces[0].crops.shape == (20, 512, 512, 3)  # one track, every frame
+    assert "face_crops" not in found.recorded() and "faces:local" in found.nodes
     rows = run_stages(clips, context)
-    assert rows[0].error == "" and rows[0].faces == 20  # crops were saved, restored and pasted
-    assert rows[0].faces_artifact == rows[0].restored_artifact == ""  # consumed: not pointed at
+    assert rows[0].error == "" and rows[0].faces == 20  # crops were found, restored and pasted
+    assert rows[0].face_crops == rows[0].restored_crops == b""  # consumed: not carried on
+    assert rows[0].nodes == "probe:local faces:local restore:local encode:local"
     work = tmp_path / "work" / "lou"
     assert sorted(p.name for p in work.iterdir() if p.is_file() and not p.name.startswith(".")) == [
         "clip_00000.mp4"
     ]
+
+
+def test_each_node_copies_a_source_once_and_evicts_the_least_recently_used(tmp_path, moto_s3):
+    import os
+
+    import fsspec
+
+    from pipeline.artifacts import evict_sources, local_source
+
+    s3 = fsspec.filesystem("s3")
+    for name in ("a", "b", "c"):
+        s3.pipe_file(f"archive/{name}.mp4", name.encode() * 1000)
+    root = tmp_path / "scratch"
+    copies = {name: local_source(f"s3://archive/{name}.mp4", f"1000:{name}", root / name) for name in "abc"}
+    assert copies["a"].read_bytes() == b"a" * 1000 and copies["a"].parents[2] == root / "a"
+    for age, name in enumerate("cab"):  # c least recently used, then a
+        os.utime(copies[name], (1000 + age, 1000 + age))
+    assert local_source("s3://archive/a.mp4", "1000:a", root / "a") == copies["a"]  # used again: not fetched
+    assert evict_sources(root, keep="c", budget=2000) == [copies["b"]]  # c is in use; a just used
+    assert copies["c"].is_file() and copies["a"].is_file() and not copies["b"].exists()
+    # another version of the object is another copy, never the old one
+    s3.pipe_file("archive/a.mp4", b"A" * 1000)
+    assert local_source("s3://archive/a.mp4", "1000:A", root / "a").read_bytes() == b"A" * 1000
 
 
 def test_out_of_memory_halves_the_windows_per_pass_then_gives_up(context):
@@ -155,14 +185,13 @@ def test_one_bad_clip_in_a_restoration_batch_fails_alone(face_clip, context, tmp
     detector = DetectFaces(context)
     detector.setup()
     good = detector.process(clips)[0]
-    broken = tmp_path / "broken.faces.npz"
-    broken.write_bytes(b"not an npz")
-    bad = replace(good, clip_index=1, faces_artifact=str(broken))
+    bad = replace(good, clip_index=1, face_crops=b"not an npz")
     stage = RestoreFaces(context)
     stage.setup()
     out = stage.process([good, bad])
-    assert out[0].error == "" and Path(out[0].restored_artifact).is_file()
-    assert out[1].error.startswith("restore: ") and not out[1].restored_artifact
+    assert out[0].error == "" and list(unpack_faces(out[0].restored_crops)) == [0]
+    assert out[1].error.startswith("restore: ValueError: the clip's face crops do not unpack")
+    assert not out[1].restored_crops
 
 
 def test_a_clip_that_keeps_killing_its_worker_fails_after_three_attempts(tmp_path):

@@ -105,8 +105,18 @@ def test_a_clip_record_stands_only_while_its_segment_is_whole(tmp_path):
     assert state.finished_clips("film") == {}
     segment.unlink()
     assert state.finished_clips("film") == {}
+    # a run's segment is published under OUT/state/segments, and checked there by one listing
+    published = Path(state.segment_location("film", clip.clip_key))
+    published.parent.mkdir(parents=True)
+    published.write_bytes(b"0123456789")
+    clip = replace(clip, segment=str(published))
+    state.record_clip(clip)
+    assert state.finished_clips("film") == {clip.clip_key: clip}
+    published.write_bytes(b"012")
+    assert state.finished_clips("film") == {}
     state.forget_clips("film")
     assert not (tmp_path / "out" / "state" / "clips" / "film").exists()
+    assert not published.parent.exists()
 
 
 def test_video_records_round_trip_and_leave_no_temporary_files(tmp_path):
@@ -126,10 +136,14 @@ def test_video_records_round_trip_and_leave_no_temporary_files(tmp_path):
 
 
 def test_records_live_behind_urls_too(moto_s3, tmp_path):
+    import fsspec
     state = RunState("s3://archive/run")
     state.record_video("k", {"video_id": "film", "status": "failed"}, [], [])
     assert state.finished_videos()["film"]["key"] == "k"
-    segment = tmp_path / "clip.mp4"
-    segment.write_bytes(b"data")
-    state.record_clip(ClipTask("film", "f.mp4", "f.mp4", str(tmp_path), clip_key="c", segment=str(segment)))
+    segment = state.segment_location("film", "c")
+    assert segment == "s3://archive/run/state/segments/film/c.mp4"
+    fsspec.filesystem("s3").pipe_file(segment, b"data")
+    state.record_clip(ClipTask("film", "f.mp4", "f.mp4", str(tmp_path), clip_key="c", segment=segment))
     assert list(state.finished_clips("film")) == ["c"]
+    fsspec.filesystem("s3").pipe_file(segment, b"dat")
+    assert state.finished_clips("film") == {}
