@@ -89,6 +89,7 @@ def measure(footage: Path, weights: Path, frames: int) -> dict:
         "frame_bytes": frame_bytes, "crop_bytes_per_face_frame": len(packed) / face_frames,
         "decode_ms": 1e3 * decode_s / frames, "faces_ms": 1e3 * faces_s / frames,
         "pack_ms": 1e3 * (pack_s + unpack_s) / face_frames, "store_ms": 1e3 * store_s / face_frames,
+        "detector": f"{settings.faces.detector} at detect_max_side {settings.faces.detect_max_side}",
     }  # fmt: skip
 
 
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         f"- command: `python -m pipeline.bench_transfer --frames {args.frames}` (`make bench`)",
         f"- machine: {platform.machine()}, {__import__('os').cpu_count()} cores; date: {dt.date.today()}",
         f"- clip: {FOOTAGE} scaled to 1920x1080, {m['frames']} frames, {m['face_frames']} face-frames; "
-        "detector retinaface_mobile0.25 at detect_max_side 640",
+        f"configs/smoke.yaml: {m['detector']}",
         "",
         table(m),
         "",
