@@ -120,8 +120,10 @@ class LocalCluster:
                 except ProcessLookupError:
                     pass
             time.sleep(0.2)
+        lost = time.monotonic()
         while len(self.alive_nodes()) > 1 and time.monotonic() < deadline + 60:
             time.sleep(0.5)
+        print(f"the head saw the worker node dead after {time.monotonic() - lost:.1f} s")
 
     def worker_node_id(self) -> str:
         return next(node for node, resources in self.alive_nodes().items() if "worker_node" in resources)

@@ -134,8 +134,9 @@ def s3_archive(moto_s3_module, demo_archive, shared_dir) -> str:
 
 @pytest.fixture(scope="module")
 def cluster(s3_archive, tmp_path_factory, request) -> LocalCluster:
-    """A head (with the dashboard) and a worker node on 127.0.0.1, two CPUs each, started from a folder
-    outside the repository (jobs use the installed dpt-batch), that share no disk: the worker node has
+    """A head (with the dashboard) and a worker node on 127.0.0.1, one CPU each (the smallest cluster a
+    run fits on: its actors share CPUs), started from a folder outside the repository (jobs use the
+    installed dpt-batch), that share no disk: the worker node has
     a private tmpfs over the folder where every node keeps its caches and scratch ($DPT_CACHE_DIR), and
     both reach the local S3. Torn down even when a test fails."""
     reason = dashboard_unavailable() or unshare_unavailable()
@@ -145,8 +146,11 @@ def cluster(s3_archive, tmp_path_factory, request) -> LocalCluster:
     s3 = json.dumps({"endpoint_url": s3_archive, "skip_instance_cache": True})
     env = {**cluster_env(), "FSSPEC_S3": s3,
            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "DPT_CACHE_DIR": str(scratch)}  # fmt: skip
-    cluster = LocalCluster(cwd=tmp_path_factory.mktemp("cluster"), env=env, private=scratch)
+           "AWS_DEFAULT_REGION": "us-east-1", "DPT_CACHE_DIR": str(scratch),
+           # a lost node is declared dead after about 5 s (Ray's default: 30 s or more)
+           "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "2000",
+           "RAY_health_check_failure_threshold": "5"}  # fmt: skip
+    cluster = LocalCluster(cwd=tmp_path_factory.mktemp("cluster"), cpus=1, env=env, private=scratch)
 
     def stop() -> None:
         survivors = cluster.stop()
