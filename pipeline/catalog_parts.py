@@ -22,7 +22,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.catalog import (
@@ -34,7 +37,7 @@ from pipeline.catalog import (
     VIDEOS_FILE,
     VIDEOS_SCHEMA,
     _table,
-    write_catalog,
+    write_catalog_tables,
     write_parquet,
 )
 from pipeline.faults import fault_point
@@ -102,24 +105,31 @@ def part_names(output: str, table: str) -> list[str]:
 
 def compact_catalog(output: str, video_ids: Sequence[str], manifest: pd.DataFrame | None = None) -> int:
     """Write OUT/catalog/{videos,clips,tracks}.parquet from the parts: for each of `video_ids` (in that
-    order) the rows of the latest part that holds it; then remove the parts. Returns the bytes written."""
+    order) the rows of the latest part that holds it; then remove the parts. Returns the bytes written.
+
+    The parts are read as Arrow tables, one at a time, and only the rows kept are held: memory grows
+    with the catalog's columns, never with a Python object per row."""
     videos_parts = part_names(output, "videos")
-    latest: dict[str, str] = {}
-    tables: dict[str, dict[str, list[dict]]] = {table: {} for table in TABLES}
-    for name in videos_parts:
-        for table in TABLES:
-            fs, path = filesystem(join(parts_folder(output, table), name))
-            tables[table][name] = pq.read_table(path, filesystem=fs).to_pylist()
-        for row in tables["videos"][name]:
-            latest[row["video_id"]] = name
-    wanted = {video_id: index for index, video_id in enumerate(video_ids)}
-    rows: dict[str, list[dict]] = {}
-    for table in TABLES:
-        rows[table] = [row for name in videos_parts for row in tables[table][name]
-                       if row["video_id"] in wanted and latest.get(row["video_id"]) == name]  # fmt: skip
-        rows[table].sort(key=lambda row: (wanted[row["video_id"]], row.get("clip_index", 0),
-                                          row.get("track_id", 0)))  # fmt: skip
-    written = write_catalog(output, rows["videos"], rows["clips"], rows["tracks"], manifest)
+    latest = _latest_parts(output, videos_parts)
+    order = pa.table({"video_id": pa.array(list(video_ids), pa.string()),
+                      "_order": pa.array(np.arange(len(video_ids), dtype=np.int64))})  # fmt: skip
+    wanted = latest.join(order, "video_id", join_type="inner")  # video_id, _latest, _order
+    tables = {}
+    for table, (_, schema) in TABLES.items():
+        kept = []
+        for index, name in enumerate(videos_parts):
+            part = _read_part(output, table, name)
+            if part is None:
+                continue
+            part = part.append_column("_part", pa.array(np.full(len(part), index, dtype=np.int32)))
+            joined = part.join(wanted, "video_id", join_type="inner")
+            kept.append(joined.filter(pc.equal(joined["_part"], joined["_latest"])).select([*schema.names,
+                                                                                              "_order"]))
+        rows = pa.concat_tables(kept) if kept else schema.empty_table().append_column(
+            "_order", pa.array([], pa.int64()))  # fmt: skip
+        keys = ["_order", *(name for name in ("clip_index", "track_id") if name in schema.names)]
+        tables[table] = rows.sort_by([(key, "ascending") for key in keys]).select(schema.names).cast(schema)
+    written = write_catalog_tables(output, tables["videos"], tables["clips"], tables["tracks"], manifest)
     size = 0
     for location in written.values():
         fs, path = filesystem(location)
@@ -129,3 +139,25 @@ def compact_catalog(output: str, video_ids: Sequence[str], manifest: pd.DataFram
             fs, path = filesystem(join(parts_folder(output, table), name))
             fs.rm(path)
     return size
+
+
+def _latest_parts(output: str, videos_parts: Sequence[str]) -> pa.Table:
+    """video_id -> `_latest`: the index (in `videos_parts`) of the last part that holds the video."""
+    ids = []
+    for index, name in enumerate(videos_parts):
+        part = _read_part(output, "videos", name, columns=["video_id"])
+        if part is not None:
+            ids.append(part.append_column("_part", pa.array(np.full(len(part), index, dtype=np.int32))))
+    if not ids:
+        return pa.table({"video_id": pa.array([], pa.string()), "_latest": pa.array([], pa.int32())})
+    latest = pa.concat_tables(ids).group_by("video_id").aggregate([("_part", "max")])
+    return latest.rename_columns(["video_id", "_latest"])
+
+
+def _read_part(output: str, table: str, name: str, columns: list[str] | None = None) -> pa.Table | None:
+    """One part of a table (None when it is not there)."""
+    fs, path = filesystem(join(parts_folder(output, table), name))
+    try:
+        return pq.read_table(path, filesystem=fs, columns=columns)
+    except FileNotFoundError:
+        return None
