@@ -112,6 +112,19 @@ def clip_key(settings_key_: str, fingerprint: str, start: int, end: int) -> str:
     return f"{start:08d}-{end:08d}-{_digest([settings_key_, fingerprint, start, end])}"
 
 
+def reusable(record: Mapping[str, Any], key: str, retry_failed: bool) -> bool:
+    """Whether an earlier run's record of a video stands: same key, and done with its film still in
+    place, or failed (unless failures are to be retried)."""
+    from pipeline.storage import exists
+
+    if record["key"] != key:
+        return False
+    video = record["video"]
+    if video["status"] == "done":
+        return bool(video["output_uri"]) and exists(video["output_uri"])
+    return not retry_failed
+
+
 def _read_records(location: str, pattern: str = "*.json") -> list[dict[str, Any]]:
     """The JSON records matching `pattern` under `location` (none if it does not exist), fetched
     together (concurrently on S3 and other async stores); a record that vanished or does not parse
@@ -185,6 +198,16 @@ class RunState:
         text = json.dumps(record, default=str)
         location = self.video_location(video["video_id"])
         return write_atomically(location, lambda sink: sink.write(text.encode()))
+
+    def video_record(self, video_id: str) -> dict[str, Any] | None:
+        """The record of one finished video ({"key", "video", "clips", "tracks"}), or None when there is
+        none or it cannot be read (a torn write from elsewhere): one read, whatever the archive's size."""
+        fs, path = filesystem(self.video_location(video_id))
+        try:
+            record = json.loads(fs.cat_file(path))
+            return record if record["video"]["video_id"] == video_id else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def finished_videos(self) -> dict[str, dict[str, Any]]:
         """video_id -> record ({"key", "video", "clips", "tracks"}) of every recorded video."""
