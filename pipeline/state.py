@@ -1,7 +1,8 @@
 """What a run has finished, recorded the moment it finishes, so that rerunning the same command after a
 crash, a kill -9 or a preemption redoes only what was not finished.
 
-    OUT/state/runs/RUN_ID.json                     a run as it starts: when, where, and its videos
+    OUT/state/runs/RUN_ID.json                     a run as it starts: when, where, how many videos
+    OUT/state/runs/RUN_ID.videos.parquet           its videos (video_id, uri), in the manifest's order
     OUT/state/videos/VIDEO_ID.json                 a finished video: its catalog rows and its key
     OUT/state/clips/VIDEO_ID/CLIP_KEY.json         a finished clip: its row; its encoded segment lies in
                                                    the work folder
@@ -223,15 +224,35 @@ class RunState:
     # -- runs ----------------------------------------------------------------------------------
 
     def record_run(self, run_id: str, videos: list[Mapping[str, Any]], settings_key_: str) -> str:
-        """Record a run as it starts: its id, host, pid, start time, settings key and videos."""
+        """Record a run as it starts: its id, host, pid, start time, settings key and how many videos;
+        the videos themselves (video_id, uri) go beside it as Parquet, which stays small for 100,000."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({"video_id": pa.array([str(video["video_id"]) for video in videos], pa.string()),
+                          "uri": pa.array([str(video["uri"]) for video in videos], pa.string())})  # fmt: skip
+        videos_file = f"{run_id}.videos.parquet"
+        write_atomically(join(self.root, "runs", videos_file), lambda sink: pq.write_table(table, sink))
         record = {
             "run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time(),
-            "settings_key": settings_key_,
-            "videos": [{"video_id": video["video_id"], "uri": video["uri"]} for video in videos],
+            "settings_key": settings_key_, "videos_count": len(videos), "videos_file": videos_file,
         }  # fmt: skip
         text = json.dumps(record)
         location = join(self.root, "runs", f"{run_id}.json")
         return write_atomically(location, lambda sink: sink.write(text.encode()))
+
+    def run_video_ids(self, run: Mapping[str, Any]) -> list[str]:
+        """The video_ids of a recorded run, in its manifest's order (from its videos file, or from the
+        record itself for runs recorded before there were videos files)."""
+        if "videos_file" not in run:
+            return [str(video["video_id"]) for video in run.get("videos", [])]
+        import pyarrow.parquet as pq
+
+        fs, path = filesystem(join(self.root, "runs", str(run["videos_file"])))
+        try:
+            return pq.read_table(path, filesystem=fs, columns=["video_id"]).column("video_id").to_pylist()
+        except (OSError, ValueError):
+            return []
 
     def runs(self) -> list[dict[str, Any]]:
         """Every recorded run start, oldest first."""
