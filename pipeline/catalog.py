@@ -188,9 +188,9 @@ def write_catalog_tables(
     return written
 
 
-def write_parquet(table: pa.Table, location: str) -> str:
+def write_parquet(table: pa.Table, location: str, compression: str = "snappy") -> str:
     """Write a table to a Parquet file (local path or URL) under a temporary name, then rename it."""
-    return write_atomically(location, lambda sink: pq.write_table(table, sink))
+    return write_atomically(location, lambda sink: pq.write_table(table, sink, compression=compression))
 
 
 def read_catalog(out: str) -> Catalog:
