@@ -67,7 +67,7 @@ def test_the_first_video_of_5000_on_s3_is_finished_about_as_soon_as_the_first_of
     s3_ray, shared_dir, tmp_path
 ):
     """A cold run that starts Ray's workers, then a run of 5,000 rows and one of 50 (each 16-32 s on the
-    loaded 2-core machine, most of it the actor pools starting; 2.5-3 minutes in all); a second pair
+    loaded 2-core machine, most of it the actor pools starting; 1.5-3 minutes in all); a second pair
     only if the first fails. The driver's old loop (a HEAD per video before the first clip) took 0.35 s
     a video here: its 5,000-row run had not finished after 13 minutes."""
     import fsspec
