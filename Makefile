@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # torch is installed only when the venv has none, so a user's own torch build is never replaced.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test lint bench bench-pipeline bench-gpu demo clean
+.PHONY: setup test lint bench bench-pipeline bench-archive bench-gpu demo clean
 
 setup:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ bench:
 bench-pipeline:
 	$(PY) -m pipeline.bench --footage $(SHARED)/footage --weights $(SHARED)/weights/retinaface_mobile0.25.pth \
 		--minutes 1 4 --out bench-results/pipeline-cpu.md
+
+# The driver's cost per video at 1k, 10k and 100k manifest rows (start-up on a local moto S3, catalog
+# bytes and compaction memory); about 10 minutes on 2 cores.
+bench-archive:
+	$(PY) -m pipeline.bench_archive --rows 1000 10000 100000 \
+		--weights $(SHARED)/weights/retinaface_mobile0.25.pth --out bench-results/archive.md
 
 bench-gpu:
 	$(PY) -m model.bench_gpu --out bench-results/model-gpu.md

@@ -160,14 +160,28 @@ def write_catalog(
         CatalogError: a row misses a required field, has an unknown one, a value of the wrong type or
             an unknown status; nothing is written then.
     """
-    extras = _extra_columns_table(videos_rows, manifest_extra_columns)
+    ids = [row["video_id"] for row in videos_rows]
+    extras = _extra_columns_table(ids, videos_rows, manifest_extra_columns)
     videos = _table(VIDEOS_FILE, VIDEOS_SCHEMA, videos_rows, allowed_extra=set(extras.column_names))
-    videos = _append_extras(videos, extras)
-    tables = {
-        VIDEOS_FILE: videos,
-        CLIPS_FILE: _table(CLIPS_FILE, CLIPS_SCHEMA, clips_rows),
-        TRACKS_FILE: _table(TRACKS_FILE, TRACKS_SCHEMA, tracks_rows),
-    }
+    clips = _table(CLIPS_FILE, CLIPS_SCHEMA, clips_rows)
+    tracks = _table(TRACKS_FILE, TRACKS_SCHEMA, tracks_rows)
+    return write_catalog_tables(out, _append_extras(videos, extras), clips, tracks)
+
+
+def write_catalog_tables(
+    out: str,
+    videos: pa.Table,
+    clips: pa.Table,
+    tracks: pa.Table,
+    manifest: pd.DataFrame | pa.Table | None = None,
+) -> dict[str, str]:
+    """Write the three catalog files from Arrow tables with the catalog's schemas (rows checked
+    already, as `write_catalog` and the catalog's parts do), joining the manifest's own columns onto
+    the videos as `write_catalog` does; returns file name -> location written."""
+    if manifest is not None:
+        ids = videos.column("video_id").to_pylist()
+        videos = _append_extras(videos, _extra_columns_table(ids, [], manifest))
+    tables = {VIDEOS_FILE: videos, CLIPS_FILE: clips, TRACKS_FILE: tracks}
     written = {}
     for name, table in tables.items():
         written[name] = write_parquet(table, catalog_path(out, name))
@@ -175,9 +189,9 @@ def write_catalog(
     return written
 
 
-def write_parquet(table: pa.Table, location: str) -> str:
+def write_parquet(table: pa.Table, location: str, compression: str = "snappy") -> str:
     """Write a table to a Parquet file (local path or URL) under a temporary name, then rename it."""
-    return write_atomically(location, lambda sink: pq.write_table(table, sink))
+    return write_atomically(location, lambda sink: pq.write_table(table, sink, compression=compression))
 
 
 def read_catalog(out: str) -> Catalog:
@@ -317,9 +331,12 @@ def _table(
 
 
 def _extra_columns_table(
-    videos_rows: Sequence[Row], extra: pd.DataFrame | pa.Table | Sequence[str] | None
+    video_ids: Sequence[str],
+    videos_rows: Sequence[Row],
+    extra: pd.DataFrame | pa.Table | Sequence[str] | None,
 ) -> pa.Table:
-    """The manifest's columns, one row per video row, in the video rows' order."""
+    """The manifest's columns, one row per video (`video_ids`, in that order): joined from the manifest,
+    or, for a list of names, read from the video rows."""
     if extra is None:
         return pa.table({})
     if isinstance(extra, (pd.DataFrame, pa.Table)):
@@ -328,12 +345,12 @@ def _extra_columns_table(
             raise CatalogError("manifest_extra_columns: the manifest has no 'video_id' column to join on")
         ids = table.column("video_id").to_pylist()
         position = {str(video_id): index for index, video_id in enumerate(ids)}
-        missing = [row["video_id"] for row in videos_rows if row["video_id"] not in position]
+        missing = [video_id for video_id in video_ids if video_id not in position]
         if missing:
             shown = ", ".join(missing[:8])
             raise CatalogError(f"manifest_extra_columns: video_ids not in the manifest: {shown}")
         table = table.drop_columns([name for name in ("video_id", "uri") if name in table.column_names])
-        return table.take(pa.array([position[row["video_id"]] for row in videos_rows], type=pa.int64()))
+        return table.take(pa.array([position[video_id] for video_id in video_ids], type=pa.int64()))
     names = list(extra)
     try:
         return pa.table({name: pa.array([row.get(name) for row in videos_rows]) for name in names})

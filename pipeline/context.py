@@ -42,6 +42,7 @@ class RunContext:
         output: the output folder or URL ("" outside a run: nothing is recorded).
         plan: the actor pools on the cluster.
         run_id: names this run's attempt counters.
+        retry_failed: whether videos an earlier run failed are done again (otherwise kept).
     """
 
     settings: Settings
@@ -55,6 +56,7 @@ class RunContext:
     output: str = ""
     plan: ClusterPlan = LOCAL_PLAN
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    retry_failed: bool = False
 
     def work_dir(self, video_id: str) -> Path:
         return Path(self.work_root) / video_id

@@ -54,7 +54,8 @@ class Record:
 
 @dataclass(frozen=True)
 class VideoTask(Record):
-    """A video to restore: its manifest id and uri, and what the driver knows of its source.
+    """A video to restore: its manifest id and uri (all the driver hands to the probe stage), and what
+    the probe stage learns of its source.
 
     Attributes:
         fingerprint: size and modification time (or ETag) of the source; "" when unreadable.
@@ -94,6 +95,11 @@ class ClipTask(Record):
         error: "stage: Type: message" once failed; every later stage passes the clip on untouched.
         clip_key: the clip's result key (pipeline.state.clip_key).
         resumed: finished by an earlier run (its segment and record are in place); passed on untouched.
+        video_key: the key of the video's result (pipeline.state.video_key), which the probe stage works
+            out from the source's fingerprint; the driver records the video under it.
+        kept: the catalog rows ({"video", "clips", "tracks"}, as JSON) of a video whose earlier result
+            stands, which the probe stage hands to the driver in one record instead of clips; passed on
+            untouched.
     """
 
     video_id: str
@@ -131,6 +137,8 @@ class ClipTask(Record):
     clip_key: str = ""
     resumed: bool = False
     nodes: str = ""
+    video_key: str = ""
+    kept: str = ""
 
     @property
     def frame_count(self) -> int:
@@ -142,8 +150,8 @@ class ClipTask(Record):
 
     @property
     def passes_through(self) -> bool:
-        """Failed clips and clips finished by an earlier run go through every stage untouched."""
-        return bool(self.error) or self.resumed
+        """Failed clips, clips finished by an earlier run and kept videos go through every stage untouched."""
+        return bool(self.error) or self.resumed or bool(self.kept)
 
     def failed(self, stage: str, error: BaseException, trace: str = "") -> ClipTask:
         """This clip, failed in `stage` with a one-line cause."""

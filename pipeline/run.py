@@ -10,12 +10,13 @@ bytes), so its memory does not grow with film length.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -46,7 +47,7 @@ class RunSummary:
         counts: videos per status (done, failed, skipped), kept ones included.
         frames, face_frames: frames written and face-frames restored, over every video.
         failures: (video_id, error) of the first FAILURES_LISTED failed videos.
-        reused: videos whose records from an earlier run were kept.
+        reused: videos whose records from an earlier run were kept (`reused_failed` of them failed).
         catalog_bytes: bytes of catalog written over the run (parts and compacted files).
     """
 
@@ -58,6 +59,7 @@ class RunSummary:
     face_frames: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     reused: int = 0
+    reused_failed: int = 0
     catalog_bytes: int = 0
 
     def add(self, video: Row) -> None:
@@ -66,6 +68,17 @@ class RunSummary:
         self.face_frames += int(video["faces_restored"])
         if video["status"] == "failed" and len(self.failures) < FAILURES_LISTED:
             self.failures.append((video["video_id"], video["error"]))
+
+    def keep(self, video: Row) -> None:
+        """Count a video whose earlier record was kept."""
+        self.add(video)
+        self.reused += 1
+        self.reused_failed += video["status"] == "failed"
+
+    def kept_line(self) -> str:
+        failed = self.reused_failed
+        return (f"{self.reused} videos were finished by an earlier run and are kept"
+                + (f" ({failed} failed; --retry-failed retries them)" if failed else ""))  # fmt: skip
 
     @property
     def finished(self) -> int:
@@ -103,19 +116,6 @@ def progress_line(
     return f"... {clips_done} clips done, {videos_done}/{videos} videos; in flight (clips): {in_flight}"
 
 
-def reusable(record: Row, key: str, retry_failed: bool) -> bool:
-    """Whether an earlier run's record of a video stands: same key, and done with its film still in
-    place, or failed (unless failures are to be retried)."""
-    from pipeline.storage import exists
-
-    if record["key"] != key:
-        return False
-    video = record["video"]
-    if video["status"] == "done":
-        return bool(video["output_uri"]) and exists(video["output_uri"])
-    return not retry_failed
-
-
 def run_archive(
     videos: list[Row],
     output: str | Path,
@@ -137,48 +137,31 @@ def run_archive(
     to Ray at `address` (or using `plan`).
 
     What an earlier run on `output` finished under the same settings and sources is kept (failed videos
-    too, unless `retry_failed`); the rest is done, and every clip and video is recorded under
-    OUT/state the moment it is finished. The catalog grows by a part at most every `catalog_every_s`
-    seconds and is compacted at the end (pipeline.catalog_parts). `report` gets a line per finished
-    video, a progress line at most every `progress_every_s` seconds while clips of unfinished videos
-    come in, and a line saying what the run waits for when no clip has come in for `stall_after_s`
-    seconds. The driver holds the clips of the videos in flight, not the rows of finished ones."""
+    too, unless `retry_failed`): the probe stage finds it, one video at a time, and hands its rows back
+    (`take_kept`), so that the driver's start does not grow with the archive. The rest is done, and
+    every clip and video is recorded under OUT/state the moment it is finished. The catalog grows by a
+    part at most every `catalog_every_s` seconds and is compacted at the end (pipeline.catalog_parts).
+    `report` gets a line per finished video, a progress line at most every `progress_every_s` seconds
+    while clips of unfinished videos come in, and a line saying what the run waits for when no clip has
+    come in for `stall_after_s` seconds. The driver holds the clips of the videos in flight, not the rows
+    of finished ones."""
     from pipeline.execute import build_dataset
-    from pipeline.state import RunState, source_fingerprint, video_key
+    from pipeline.state import RunState
 
     started = time.perf_counter()
     output = str(output)
     if context is None:
         context = make_context(settings, plan or connect(settings, address), output,
                                work_root or default_work_root(output))  # fmt: skip
+    context = replace(context, retry_failed=retry_failed)
     work_root = Path(context.work_root)
     if not context.plan.restore_on_gpu:
         report("no GPU in the Ray cluster: DP-TempCoh runs on CPU actors")
     state = RunState(output)
-    key = context.settings_key
-    earlier = state.finished_videos()
     summary = RunSummary(output, 0.0, context.plan.restore_on_gpu)
     parts = CatalogParts(output, every_s=catalog_every_s)
-    todo: list[VideoTask] = []
-    for video in videos:
-        fingerprint = source_fingerprint(video["uri"])
-        task = VideoTask(video["video_id"], video["uri"], fingerprint,
-                         video_key(key, asdict(context.settings.scenes), fingerprint))  # fmt: skip
-        record = earlier.pop(task.video_id, None)
-        if record and reusable(record, task.video_key, retry_failed):
-            parts.add(record["video"], record["clips"], record["tracks"])
-            summary.add(record["video"])
-            summary.reused += 1
-        else:
-            todo.append(task)
-    del earlier  # the driver keeps only the videos in flight
-    state.record_run(context.run_id, videos, key)
-    if summary.reused:
-        failed = summary.failed
-        report(
-            f"{summary.reused} videos were finished by an earlier run and are kept"
-            + (f" ({failed} failed; --retry-failed retries them)" if failed else "")
-        )
+    todo = [VideoTask(video["video_id"], video["uri"]) for video in videos]
+    state.record_run(context.run_id, videos, context.settings_key)
     sources = {video.video_id: video for video in todo}
     pending: dict[str, dict[int, ClipTask]] = {}
     clips_done, last_progress = 0, time.perf_counter()
@@ -231,6 +214,8 @@ def run_archive(
                 watch.progress()
                 collect()
                 clip = ClipTask.from_row(dict(row))
+                if take_kept(clip, parts, summary, sources):
+                    continue
                 clips = pending.setdefault(clip.video_id, {})
                 clips[clip.clip_index] = clip  # keyed: a clip delivered twice counts once
                 clips_done += clip.clip_index >= 0
@@ -247,11 +232,31 @@ def run_archive(
         error = f"run: {len(lost)} of {count} clips were lost (clips {shown}); --retry-failed tries again"
         finish(video_id, list(clips.values()), error=error)
     collect(wait=True)
+    if summary.reused:
+        report(summary.kept_line())
     parts.flush()
     compacted = compact_catalog(output, [video["video_id"] for video in videos], manifest)
     summary.catalog_bytes = parts.bytes_written + compacted
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def take_kept(
+    clip: ClipTask, parts: CatalogParts, summary: RunSummary, sources: dict[str, VideoTask]
+) -> bool:
+    """Take a record from the stages: a video kept from an earlier run goes to the catalog parts and the
+    summary as recorded, with nothing recorded again (returns True); of any other, the driver learns
+    the video's key, which the probe stage worked out (returns False)."""
+    if clip.kept:
+        rows = json.loads(clip.kept)
+        parts.add(rows["video"], rows["clips"], rows["tracks"])
+        summary.keep(rows["video"])
+        sources.pop(clip.video_id, None)
+        return True
+    source = sources.get(clip.video_id)
+    if source is not None and clip.video_key and source.video_key != clip.video_key:
+        sources[clip.video_id] = replace(source, video_key=clip.video_key)
+    return False
 
 
 def run_manifest(

@@ -1,6 +1,7 @@
 """The stages of a restoration run, one class each, in the order a video travels through them.
 
-    ProbeVideo       a video -> its scene clips (probe, scene split; clips an earlier run finished)
+    ProbeVideo       a video -> its scene clips (probe, scene split; clips an earlier run finished),
+                     or the rows of its earlier result when that stands
     DetectFaces      a clip -> its face tracks and aligned crops                       (CPU actors)
     RestoreFaces     clips -> their restored crops, windows batched across clips       (GPU actors)
     PasteAndEncode   a clip -> its encoded segment, recorded as finished               (CPU actors)
@@ -25,7 +26,7 @@ import json
 import os
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from pipeline.artifacts import SEGMENT, clip_artifact, local_source, pack_faces, unpack_faces
@@ -198,6 +199,11 @@ class Stage:
 class ProbeVideo(Stage):
     """Probe a video and cut it into scene clips: one record per clip (or one failed record).
 
+    In a run (a context with an output), a video is first identified: its source's fingerprint and its
+    result's key are worked out here, one video at a time, so that the driver's cost does not grow with
+    the archive. When an earlier run's record of the video stands (pipeline.state.reusable), the video
+    is not probed: one record marked `kept` carries that record's catalog rows to the driver.
+
     A remote source (an fsspec URL) is copied once into the node's scratch folder (each node that works
     on the video makes its own copy). Every frame lands in exactly one clip. A video with a `video_key`
     (a run's) gives each clip its key, and clips that an earlier run finished under the same key come
@@ -207,6 +213,41 @@ class ProbeVideo(Stage):
     name = "probe"
     input_type = VideoTask
     uses_actors = False
+
+    def process(self, tasks: list[VideoTask]) -> list[ClipTask]:
+        videos = [self.identified(video) for video in tasks]
+        kept = [self.kept(video) for video in videos]
+        todo = [video for video, earlier in zip(videos, kept, strict=True) if earlier is None]
+        keys = {video.video_id: video.video_key for video in todo}
+        clips = [replace(clip, video_key=keys[clip.video_id]) for clip in super().process(todo)]
+        return [earlier for earlier in kept if earlier is not None] + clips
+
+    def identified(self, video: VideoTask) -> VideoTask:
+        """The video with its source's fingerprint and its result's key (in a run; as it is outside one)."""
+        if video.video_key or not self.context.output:
+            return video
+        from pipeline.state import source_fingerprint, video_key
+
+        fingerprint = source_fingerprint(video.uri)
+        key = video_key(self.context.settings_key, asdict(self.context.settings.scenes), fingerprint)
+        return replace(video, fingerprint=fingerprint, video_key=key)
+
+    def kept(self, video: VideoTask) -> ClipTask | None:
+        """The video's earlier result as one record for the driver, when it stands; else None (also when
+        the record cannot be read or checked: the video is then done again)."""
+        if not video.video_key:
+            return None
+        from pipeline.state import RunState, reusable
+
+        try:
+            record = RunState(self.context.output).video_record(video.video_id)
+            if record is None or not reusable(record, video.video_key, self.context.retry_failed):
+                return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        rows = json.dumps({name: record[name] for name in ("video", "clips", "tracks")}, default=str)
+        return ClipTask(video.video_id, video.uri, "", str(self.work_dir(video)), video_key=video.video_key,
+                        weights=self.context.weights.identity, kept=rows)  # fmt: skip
 
     def run_one(self, video: VideoTask) -> list[ClipTask]:
         from pipeline.state import RunState, clip_key

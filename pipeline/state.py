@@ -1,7 +1,8 @@
 """What a run has finished, recorded the moment it finishes, so that rerunning the same command after a
 crash, a kill -9 or a preemption redoes only what was not finished.
 
-    OUT/state/runs/RUN_ID.json                     a run as it starts: when, where, and its videos
+    OUT/state/runs/RUN_ID.json                     a run as it starts: when, where, how many videos
+    OUT/state/runs/RUN_ID.videos.parquet           its videos (video_id, uri), in the manifest's order
     OUT/state/videos/VIDEO_ID.json                 a finished video: its catalog rows and its key
     OUT/state/clips/VIDEO_ID/CLIP_KEY.json         a finished clip: its row
     OUT/state/segments/VIDEO_ID/CLIP_KEY.mp4       its encoded segment, which any node can fetch to
@@ -113,6 +114,19 @@ def clip_key(settings_key_: str, fingerprint: str, start: int, end: int) -> str:
     return f"{start:08d}-{end:08d}-{_digest([settings_key_, fingerprint, start, end])}"
 
 
+def reusable(record: Mapping[str, Any], key: str, retry_failed: bool) -> bool:
+    """Whether an earlier run's record of a video stands: same key, and done with its film still in
+    place, or failed (unless failures are to be retried)."""
+    from pipeline.storage import exists
+
+    if record["key"] != key:
+        return False
+    video = record["video"]
+    if video["status"] == "done":
+        return bool(video["output_uri"]) and exists(video["output_uri"])
+    return not retry_failed
+
+
 def _read_records(location: str, pattern: str = "*.json") -> list[dict[str, Any]]:
     """The JSON records matching `pattern` under `location` (none if it does not exist), fetched
     together (concurrently on S3 and other async stores); a record that vanished or does not parse
@@ -218,6 +232,16 @@ class RunState:
         location = self.video_location(video["video_id"])
         return write_atomically(location, lambda sink: sink.write(text.encode()))
 
+    def video_record(self, video_id: str) -> dict[str, Any] | None:
+        """The record of one finished video ({"key", "video", "clips", "tracks"}), or None when there is
+        none or it cannot be read (a torn write from elsewhere): one read, whatever the archive's size."""
+        fs, path = filesystem(self.video_location(video_id))
+        try:
+            record = json.loads(fs.cat_file(path))
+            return record if record["video"]["video_id"] == video_id else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def finished_videos(self) -> dict[str, dict[str, Any]]:
         """video_id -> record ({"key", "video", "clips", "tracks"}) of every recorded video."""
         records = _read_records(join(self.root, "videos"))
@@ -232,15 +256,35 @@ class RunState:
     # -- runs ----------------------------------------------------------------------------------
 
     def record_run(self, run_id: str, videos: list[Mapping[str, Any]], settings_key_: str) -> str:
-        """Record a run as it starts: its id, host, pid, start time, settings key and videos."""
+        """Record a run as it starts: its id, host, pid, start time, settings key and how many videos;
+        the videos themselves (video_id, uri) go beside it as Parquet, which stays small for 100,000."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({"video_id": pa.array([str(video["video_id"]) for video in videos], pa.string()),
+                          "uri": pa.array([str(video["uri"]) for video in videos], pa.string())})  # fmt: skip
+        videos_file = f"{run_id}.videos.parquet"
+        write_atomically(join(self.root, "runs", videos_file), lambda sink: pq.write_table(table, sink))
         record = {
             "run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time(),
-            "settings_key": settings_key_,
-            "videos": [{"video_id": video["video_id"], "uri": video["uri"]} for video in videos],
+            "settings_key": settings_key_, "videos_count": len(videos), "videos_file": videos_file,
         }  # fmt: skip
         text = json.dumps(record)
         location = join(self.root, "runs", f"{run_id}.json")
         return write_atomically(location, lambda sink: sink.write(text.encode()))
+
+    def run_video_ids(self, run: Mapping[str, Any]) -> list[str]:
+        """The video_ids of a recorded run, in its manifest's order (from its videos file, or from the
+        record itself for runs recorded before there were videos files)."""
+        if "videos_file" not in run:
+            return [str(video["video_id"]) for video in run.get("videos", [])]
+        import pyarrow.parquet as pq
+
+        fs, path = filesystem(join(self.root, "runs", str(run["videos_file"])))
+        try:
+            return pq.read_table(path, filesystem=fs, columns=["video_id"]).column("video_id").to_pylist()
+        except (OSError, ValueError):
+            return []
 
     def runs(self) -> list[dict[str, Any]]:
         """Every recorded run start, oldest first."""

@@ -3,7 +3,8 @@
 Everything comes from what runs record as they go (see `pipeline.state`); nothing is taken or written,
 so status may be asked as often as wanted, from any host that can read OUT:
 
-    OUT/state/runs/RUN_ID.json    each run's start: its videos, host and pid; the latest is reported
+    OUT/state/runs/RUN_ID.json    each run's start: host, pid and how many videos; the latest is reported
+    OUT/state/runs/RUN_ID.videos.parquet   the videos of that run
     OUT/state/videos/ID.json      finished videos (done or failed) with their catalog rows
     OUT/state/clips/ID/KEY.json   finished clips of videos still in flight
     OUT/.dpt-batch.lock           the live run's host and pid (a URL output's lies in the run's work folder)
@@ -143,7 +144,8 @@ def read_status(output: str, now: float | None = None, work_dir: str | Path | No
     started = float(run["started_at"])
     ended_at = _run_json_end(output, started)
     live, liveness = _liveness(run, _lock_holder(output, work_dir), ended_at, remote=is_url(output))
-    progress = _Progress(run, state.finished_videos(), state.clip_records())
+    video_ids = state.run_video_ids(run)
+    progress = _Progress(run, video_ids, state.finished_videos(), state.clip_records())
     # a run that is over is measured up to its end (or its last record), not up to now
     end = now if live is not False else max([ended_at or started, *progress.finish_times])
     remaining = progress.frames_remaining()
@@ -157,7 +159,7 @@ def read_status(output: str, now: float | None = None, work_dir: str | Path | No
         live=live,
         liveness=liveness,
         ended_at=ended_at,
-        videos_total=len(run.get("videos", [])),
+        videos_total=len(video_ids),
         videos_done=progress.count("done"),
         videos_failed=progress.count("failed"),
         videos_kept=progress.kept,
@@ -179,7 +181,9 @@ def read_status(output: str, now: float | None = None, work_dir: str | Path | No
 class _Progress:
     """The latest run's videos sorted into finished and unfinished, and their frames counted."""
 
-    def __init__(self, run: dict, records: dict[str, dict], clip_records: dict[str, list[dict]]) -> None:
+    def __init__(
+        self, run: dict, video_ids: list[str], records: dict[str, dict], clip_records: dict[str, list[dict]]
+    ) -> None:
         started = float(run["started_at"])
         self.finished: list[dict] = []  # video records
         self.unfinished: list[str] = []
@@ -187,8 +191,7 @@ class _Progress:
         self.kept = self.frames_done = self.faces_restored = self.frames_this_run = 0
         self.clips_by_status = {"done": 0, "failed": 0}
         self.finish_times: list[float] = []
-        for entry in run.get("videos", []):
-            video_id = entry["video_id"]
+        for video_id in video_ids:
             record = records.get(video_id)
             clips = _latest_per_clip(clip_records.get(video_id, []))
             recorded_at = float(record.get("finished_at", 0)) if record else 0.0

@@ -72,3 +72,17 @@ def test_the_summary_shows_totals_and_the_first_failures_with_where_the_rest_are
     assert len(lines) == 2 + 20 + 1
     assert lines[-1] == ("  ... and 5 more: /out/catalog/videos.parquet lists every video with its status "
                          "and error")
+
+
+def test_a_run_writes_at_most_twice_the_final_catalogs_bytes(tmp_path):
+    """Parts as a run appends them (a part per 500 videos here), then the compacted files: the catalog
+    is never rewritten whole while the run goes on, so its bytes stay within 2x the final catalog."""
+    out = str(tmp_path / "out")
+    parts = CatalogParts(out, every_s=3600, max_videos=500)
+    ids = [f"reel-{index:05d}" for index in range(3000)]
+    for index, video_id in enumerate(ids):
+        add(parts, video_id, "failed" if index % 10 == 9 else "done", clips=1 + index % 4)
+    parts.flush()
+    final = compact_catalog(out, ids)
+    assert len(read_catalog(out).videos) == 3000
+    assert parts.bytes_written + final <= 2 * final, (parts.bytes_written, final)

@@ -211,3 +211,43 @@ def test_a_stage_that_adds_an_undeclared_field_is_refused():
     assert ClipTask.from_row(row) == ClipTask("x", "x.mp4", "x.mp4", "/w")
     with pytest.raises(TypeError, match="no field faces_crops"):
         ClipTask.from_row({**row, "faces_crops": "a.npz"})
+
+
+def test_in_a_run_the_probe_stage_identifies_each_video_and_hands_back_an_earlier_result_that_stands(
+    face_clip, smoke, tmp_path
+):
+    """The driver hands over only ids and uris: the probe stage works out each source's fingerprint and
+    key, and an earlier record under that key comes back as one `kept` record instead of clips."""
+    import json
+    from dataclasses import asdict
+
+    from pipeline.state import RunState, source_fingerprint, video_key
+
+    out = tmp_path / "out"
+    context = make_context(smoke, output=str(out), work_root=tmp_path / "work")
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    notes = VideoTask("notes", str(text))
+    (failed,) = split_video(notes, context)
+    key = video_key(context.settings_key, asdict(smoke.scenes), source_fingerprint(str(text)))
+    assert failed.error.startswith("probe: ") and failed.video_key == key and not failed.kept
+    result = assemble_video(notes, [failed], tmp_path)
+    RunState(out).record_video(key, result.video, result.clips, result.tracks)
+
+    (kept,) = split_video(notes, context)  # the failure stands: kept, not probed again
+    assert kept.passes_through and kept.video_key == key and kept.error == ""
+    assert json.loads(kept.kept)["video"] == json.loads(json.dumps(result.video))
+    assert run_stages([kept], context) == [kept]
+    (retried,) = split_video(notes, replace(context, retry_failed=True))
+    assert retried.error.startswith("probe: ") and not retried.kept
+
+    lou = VideoTask("lou", str(face_clip))
+    clips = split_video(lou, context)
+    film = tmp_path / "lou.mp4"
+    done = {"video_id": "lou", "status": "done", "output_uri": str(film)}
+    RunState(out).record_video(clips[0].video_key, done, [], [])
+    assert not split_video(lou, context)[0].kept  # its film is gone: done again
+    film.write_bytes(b"film")
+    assert split_video(lou, context)[0].kept
+    text.write_text("another text")  # the source changed: its key too
+    assert not split_video(notes, context)[0].kept

@@ -117,6 +117,28 @@ def test_a_live_run_counts_videos_clips_frames_and_its_eta(tmp_path, clock):
     ]
 
 
+def test_a_run_records_its_videos_beside_its_record_and_status_reads_older_records_too(tmp_path, clock):
+    """The run record stays small whatever the archive (its videos go to a Parquet file beside it), and
+    runs recorded with their videos inside the record still read back."""
+    import pandas as pd
+
+    out = tmp_path / "out"
+    state = RunState(str(out))
+    clock.now = START
+    names = [f"v{index:05d}" for index in range(3000)]
+    state.record_run("run-1", videos(*names), "settings")
+    record = json.loads((out / "state" / "runs" / "run-1.json").read_text())
+    assert record["videos_count"] == 3000 and "videos" not in record
+    assert (out / "state" / "runs" / "run-1.json").stat().st_size < 1000
+    assert list(pd.read_parquet(out / "state" / "runs" / record["videos_file"]).video_id) == names
+    assert read_status(str(out), now=NOW).videos_total == 3000
+
+    older = {"run_id": "run-0", "host": "h", "pid": 1, "started_at": NOW, "settings_key": "settings",
+             "videos": videos("a", "b")}  # fmt: skip
+    (out / "state" / "runs" / "run-0.json").write_text(json.dumps(older))
+    assert read_status(str(out), now=NOW).videos_total == 2
+
+
 def test_the_report_and_its_json(tmp_path, clock):
     out = tmp_path / "out"
     half_done_archive(str(out), tmp_path / "work", clock)
