@@ -1,6 +1,7 @@
 """Assembling a video from its finished clips: join, mux, check, publish, and its catalog rows.
 
-During a run this is a Ray task on a CPU worker (`assemble_task`): it fetches the clips' segments from
+During a run this is a Ray task on a worker (`assemble_task`, on the node that encoded the video's last
+clip when it is alive): it fetches the clips' segments from
 the output's storage and the source from its URI into that node's scratch folder, so that no bytes of a
 film pass through the driver and any node can assemble a video whose clips other nodes made.
 """
@@ -98,12 +99,30 @@ def assemble_video(
     return VideoResult(video, clip_rows, track_rows)
 
 
-def assemble_task(cpus: float):
-    """`assemble_video` as a Ray task asking for `cpus` CPUs (joining copies streams: little CPU),
-    retried by Ray on another node if its node dies."""
+def assemble_task():
+    """`assemble_video` as a Ray task, retried by Ray on another node if its node dies.
+
+    Joining copies streams and moves files (no frame is decoded), so the task asks for no CPU: it
+    never waits behind the stage pools for a CPU they hold (`where` says which node runs it)."""
     import ray
 
-    return ray.remote(num_cpus=cpus, max_retries=3)(assemble_video)
+    return ray.remote(num_cpus=0, max_retries=3)(assemble_video)
+
+
+def where(clips: list[ClipTask]):
+    """The scheduling strategy of a video's assembly: the node that encoded its last clip (a worker,
+    which has just written segments), else any node but spread over them (soft: another node when
+    that one is gone)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    encoders = [entry.split(":", 1)[1] for clip in clips for entry in clip.nodes.split()
+                if entry.startswith("encode:")]  # fmt: skip
+    if encoders:
+        for node in ray.nodes():
+            if node["Alive"] and node["NodeID"].startswith(encoders[-1]):
+                return NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=True)
+    return "SPREAD"
 
 
 def clip_catalog_row(clip: ClipTask) -> Row:

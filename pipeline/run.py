@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.assemble import Row, assemble_task, assemble_video
+from pipeline.assemble import Row, assemble_task, assemble_video, where
 from pipeline.catalog_parts import CatalogParts, compact_catalog
 from pipeline.cluster import ClusterPlan, SetupError, connect
 from pipeline.config import Settings
@@ -166,13 +166,15 @@ def run_archive(
     pending: dict[str, dict[int, ClipTask]] = {}
     clips_done, last_progress = 0, time.perf_counter()
 
-    assemble = assemble_task(min(1.0, context.plan.cpus_per_actor))
+    assemble = assemble_task()
     assembling: dict = {}  # the Ray task assembling a video -> (its source, its clips)
 
     def finish(video_id: str, clips: list[ClipTask], error: str = "") -> None:
         """Start the assembly of a video whose clips are all in, on a worker."""
         source = sources.pop(video_id)
-        task = assemble.remote(source, clips, join(output, "videos"), error, str(context.work_dir(video_id)))
+        task = assemble.options(scheduling_strategy=where(clips)).remote(
+            source, clips, join(output, "videos"), error, str(context.work_dir(video_id))
+        )
         assembling[task] = (source, clips)
 
     def collect(wait: bool = False) -> None:
