@@ -182,8 +182,8 @@ class Stage:
         """The video's scratch folder on this node."""
         return self.context.work_dir(task.video_id)
 
-    def source(self, task: ClipTask) -> Path:
-        """This node's file of the clip's source (a URL is copied once per node)."""
+    def source(self, task: ClipTask | VideoTask) -> Path:
+        """This node's file of the video's source (a URL is copied once per node)."""
         return local_source(task.uri, task.fingerprint, self.work_dir(task))
 
     def item(self, task) -> str:
@@ -253,7 +253,7 @@ class ProbeVideo(Stage):
         from pipeline.state import RunState, clip_key
 
         work_dir = self.work_dir(video)
-        source = str(local_source(video.uri, video.fingerprint, work_dir))
+        source = str(self.source(video))
         info, clips = self.restorer.scan(source)
         base = ClipTask(
             video.video_id, video.uri, source, str(work_dir), video.fingerprint, clip_count=len(clips),

@@ -111,17 +111,10 @@ class LocalCluster:
     def kill_worker(self, timeout: float = 30) -> None:
         """kill -9 every process of the worker node, as when its machine is lost; wait until the head
         sees it dead."""
-        sessions = {self.worker_session}
-        deadline = time.monotonic() + timeout
-        while (pids := self.processes(sessions)) and time.monotonic() < deadline:
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.2)
+        survivors = self.end({self.worker_session}, grace=0, timeout=timeout)
+        assert not survivors, f"processes of the killed worker node survived: {survivors}"
         lost = time.monotonic()
-        while len(self.alive_nodes()) > 1 and time.monotonic() < deadline + 60:
+        while len(self.alive_nodes()) > 1 and time.monotonic() < lost + 60:
             time.sleep(0.5)
         print(f"the head saw the worker node dead after {time.monotonic() - lost:.1f} s")
 
@@ -181,9 +174,15 @@ class LocalCluster:
     def stop(self, grace: float = 5, timeout: float = 30) -> list[int]:
         """SIGTERM the cluster's processes, SIGKILL what is left after `grace` seconds, remove its temp
         folder; the pids that survived `timeout` seconds (none, normally)."""
-        sessions = set(self.sessions)
+        survivors = self.end(set(self.sessions), grace, timeout)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return survivors
+
+    def end(self, sessions: set[int], grace: float, timeout: float) -> list[int]:
+        """SIGTERM the processes of `sessions` (and their descendants), SIGKILL what is left after
+        `grace` seconds (at once with 0); the pids that survived `timeout` seconds."""
         deadline = time.monotonic() + timeout
-        signalled_at, sig = time.monotonic(), signal.SIGTERM
+        signalled_at, sig = time.monotonic(), signal.SIGTERM if grace > 0 else signal.SIGKILL
         while (pids := self.processes(sessions)) and time.monotonic() < deadline:
             for pid in pids:
                 try:
@@ -193,6 +192,4 @@ class LocalCluster:
             time.sleep(0.2)
             if time.monotonic() - signalled_at > grace:
                 sig = signal.SIGKILL
-        survivors = self.processes(sessions)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
-        return survivors
+        return self.processes(sessions)
