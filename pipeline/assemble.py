@@ -1,9 +1,9 @@
 """Assembling a video from its finished clips: join, mux, check, publish, and its catalog rows.
 
-During a run this is a Ray task on a worker (`assemble_task`, on the node that encoded the video's last
-clip when it is alive): it fetches the clips' segments from
-the output's storage and the source from its URI into that node's scratch folder, so that no bytes of a
-film pass through the driver and any node can assemble a video whose clips other nodes made.
+During a run this is a Ray task on a worker (`assemble_task`, on the node that encoded the video's
+last clip when it is alive): it fetches the clips' segments from the output's storage and the source
+from its URI into that node's scratch folder, so that no bytes of a film pass through the driver and
+any node can assemble a video whose clips other nodes made.
 """
 from __future__ import annotations
 
@@ -113,16 +113,26 @@ def where(clips: list[ClipTask]):
     """The scheduling strategy of a video's assembly: the node that encoded its last clip (a worker,
     which has just written segments), else any node but spread over them (soft: another node when
     that one is gone)."""
-    import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     encoders = [entry.split(":", 1)[1] for clip in clips for entry in clip.nodes.split()
                 if entry.startswith("encode:")]  # fmt: skip
-    if encoders:
-        for node in ray.nodes():
-            if node["Alive"] and node["NodeID"].startswith(encoders[-1]):
-                return NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=True)
-    return "SPREAD"
+    node = _node_id(encoders[-1]) if encoders else ""
+    return NodeAffinitySchedulingStrategy(node_id=node, soft=True) if node else "SPREAD"
+
+
+_NODE_IDS: dict[str, str] = {}  # first 8 hex digits -> Ray node id ("": none such when last asked)
+
+
+def _node_id(short: str) -> str:
+    """The Ray node id that starts with `short`, from the cluster's node table, read again only for a
+    prefix not seen yet (not once per video); a node gone since is left to the soft affinity."""
+    if short not in _NODE_IDS:
+        import ray
+
+        _NODE_IDS.update({node["NodeID"][:8]: node["NodeID"] for node in ray.nodes() if node["Alive"]})
+        _NODE_IDS.setdefault(short, "")
+    return _NODE_IDS[short]
 
 
 def clip_catalog_row(clip: ClipTask) -> Row:
