@@ -116,3 +116,105 @@ def test_weights_behind_a_url_are_cached_once_per_node_and_verified(shared_dir, 
     s3.pipe_file("archive/weights/other.pth.sha256", f"{digest}\n".encode())
     with pytest.raises(DetectorWeightsError, match="faces.detector_weights"):
         FaceDetector(name="retinaface_mobile0.25", weights="s3://archive/weights/other.pth")
+
+
+# -- our batched path against facexlib's own detector -----------------------------------------------
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    x0, y0 = np.maximum(a[:2], b[:2])
+    x1, y1 = np.minimum(a[2:], b[2:])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    area = lambda box: (box[2] - box[0]) * (box[3] - box[1])  # noqa: E731
+    return float(inter / (area(a) + area(b) - inter))
+
+
+def _facexlib_faces(detector: FaceDetector, frames: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """facexlib's batched_detect_faces on the frames our detector sees (shrunk the same way), mapped
+    back to source pixels: (boxes K x 5, landmarks K x 5 x 2) per frame."""
+    from pipeline.faces.detect import detection_scale, resize_for_detection
+
+    scale = detection_scale(*frames.shape[1:3], detector.max_side)
+    bgr = np.stack([resize_for_detection(frame, scale) for frame in frames])[..., ::-1]
+    with torch.inference_mode():
+        boxes, landmarks = detector.model.batched_detect_faces(
+            torch.from_numpy(bgr.astype(np.float32)), conf_threshold=detector.score_threshold,
+            nms_threshold=detector.nms_threshold,
+        )  # fmt: skip
+    return [
+        (b.reshape(-1, 5) / np.array([scale] * 4 + [1.0]), l.reshape(-1, 5, 2) / scale)
+        for b, l in zip(boxes, landmarks, strict=True)
+    ]
+
+
+@pytest.fixture(scope="module")
+def crowded_frames(shared_dir) -> np.ndarray:
+    """Frames with two, three and one faces: footage clips side by side (1024 and 1536 x 512),
+    shrunk to 640 for detection, and a 512 x 512 one at its own size."""
+    clips = [read_clip(path, max_frames=6) for path in footage_paths(shared_dir)[:3]]
+    pairs = np.concatenate(clips[:2], axis=2)
+    trios = np.concatenate(clips, axis=2)
+    return [pairs, trios, clips[0]]
+
+
+def test_batched_detection_finds_what_facexlib_finds(shared_dir, crowded_frames):
+    """Boxes at IoU >= 0.95 and landmarks within 1 px of facexlib's detector, in fp32 on the CPU, with
+    the same faces in the same order (the ISSUE 12 agreement bound)."""
+    weights = mobile_settings(shared_dir).detector_weights
+    detector = FaceDetector(name="retinaface_mobile0.25", weights=weights, max_side=640, score_threshold=0.5)
+    compared = 0
+    for frames in crowded_frames:
+        ours = detector.detect(frames)
+        theirs = _facexlib_faces(detector, frames)
+        for found, (boxes, landmarks) in zip(ours, theirs, strict=True):
+            order = np.argsort(-boxes[:, 4], kind="stable")
+            assert len(found) == len(order) >= 1
+            for face, i in zip(found, order, strict=True):
+                assert _box_iou(face.box, boxes[i, :4]) >= 0.95
+                assert np.abs(face.landmarks - landmarks[i]).max() <= 1.0
+                assert abs(face.score - boxes[i, 4]) < 1e-3
+                compared += 1
+    assert compared >= 6 * (2 + 3 + 1)
+
+
+def test_shrinking_on_the_device_keeps_the_detections(shared_dir, crowded_frames):
+    """The GPU path shrinks frames with torch (area) instead of OpenCV (INTER_AREA); run that path on
+    the CPU and hold it to the same bound against the OpenCV one."""
+    from pipeline.faces.detect import detection_scale, run_retinaface, to_detector_input
+
+    weights = mobile_settings(shared_dir).detector_weights
+    detector = FaceDetector(name="retinaface_mobile0.25", weights=weights, max_side=640)
+    frames = crowded_frames[1]
+    scale = detection_scale(*frames.shape[1:3], 640)
+    assert scale < 1
+    found = []
+    with torch.inference_mode():
+        for device in ("cpu", "meta-cuda"):
+            if device == "cpu":
+                batch = to_detector_input(frames, scale, torch.device("cpu"))
+            else:  # the device branch, on CPU tensors
+                batch = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+                size = (round(batch.shape[2] * scale), round(batch.shape[3] * scale))
+                batch = torch.nn.functional.interpolate(batch, size=size, mode="area").flip(1)
+                batch = batch - torch.tensor([104.0, 117.0, 123.0]).view(1, 3, 1, 1)
+            found.append(run_retinaface(detector.model, batch, 0.8, 0.4))
+    (boxes_cv, points_cv, frame_cv), (boxes_torch, points_torch, frame_torch) = found
+    assert len(boxes_cv) == len(boxes_torch) == 3 * len(frames)
+    for i in range(len(boxes_cv)):
+        same_frame = torch.nonzero(frame_torch == frame_cv[i])[:, 0]
+        j = same_frame[torch.argmin(torch.cdist(boxes_cv[i : i + 1, :2], boxes_torch[same_frame, :2]))]
+        assert _box_iou(boxes_cv[i, :4].numpy(), boxes_torch[j, :4].numpy()) >= 0.95
+        assert (points_cv[i] - points_torch[j]).abs().max() / scale <= 1.0
+
+
+def test_prior_boxes_are_facexlibs():
+    from facexlib.detection.retinaface import generate_config
+    from facexlib.detection.retinaface_utils import PriorBox
+
+    from pipeline.faces.detect import prior_boxes
+
+    cfg = generate_config("mobile0.25")
+    for height, width in ((360, 640), (321, 479)):
+        theirs = PriorBox(cfg, image_size=(height, width)).forward()
+        ours = prior_boxes(tuple(map(tuple, cfg["min_sizes"])), tuple(cfg["steps"]), height, width, "cpu")
+        assert torch.allclose(ours, theirs, atol=1e-6)
