@@ -26,6 +26,8 @@ class ClusterPlan:
         restore_on_gpu: restoration actors ask for one GPU each (and no CPU).
         cpus_per_actor: the CPUs each CPU actor (and probe task) asks for: 1, or a fraction on a
             cluster too small to hold every pool's minimum at one CPU each.
+        detect_on_gpu: detection runs in one detector actor per GPU (pipeline.faces.remote), which
+            shares its GPU with a restoration actor; the faces actors track and align on their CPUs.
     """
 
     gpus: int
@@ -35,6 +37,7 @@ class ClusterPlan:
     encode_actors: tuple[int, int]
     restore_on_gpu: bool
     cpus_per_actor: float = 1.0
+    detect_on_gpu: bool = False
 
     def actors(self, stage: str) -> tuple[int, int]:
         """(min, max) actors of the pool of the stage named `stage` (faces, restore, encode)."""
@@ -66,9 +69,11 @@ def plan_cluster(
             GPU actors than the cluster has GPUs.
     """
     from pipeline.config import ClusterSettings, ModelSettings
+    from pipeline.faces.settings import FaceSettings
 
     cluster = settings.cluster if settings else ClusterSettings()
     model = settings.model if settings else ModelSettings()
+    face_settings = settings.faces if settings else FaceSettings()
     gpus = int(resources.get("GPU", 0))
     cpus = float(resources.get("CPU", 0))
     nodes = list(node_cpus) if node_cpus is not None else [cpus]
@@ -89,6 +94,7 @@ def plan_cluster(
             pool(cluster.encode_min_actors, cluster.encode_max_actors, spare // 4),
         )
 
+    detect_on_gpu = detection_on_gpu(face_settings, gpus, on_gpu)
     faces, restore, encode = pools(small=False)
     if on_gpu and gpus and restore[0] > gpus:
         raise SetupError(
@@ -109,7 +115,21 @@ def plan_cluster(
     if share < 1:
         faces, restore, encode = pools(small=True)
     return ClusterPlan(gpus=gpus, cpus=cpus, faces_actors=faces, restore_actors=restore, encode_actors=encode,
-                       restore_on_gpu=on_gpu, cpus_per_actor=share)  # fmt: skip
+                       restore_on_gpu=on_gpu, cpus_per_actor=share, detect_on_gpu=detect_on_gpu)  # fmt: skip
+
+
+def detection_on_gpu(faces, gpus: int, restore_on_gpu: bool) -> bool:
+    """Whether detection runs on the GPUs: faces.device cuda (which needs GPUs in the cluster now), or
+    auto with restoration on GPUs that are there. Aligned mode detects nothing."""
+    if faces.mode == "aligned" or faces.device == "cpu":
+        return False
+    if faces.device == "cuda" and not (gpus and restore_on_gpu):
+        raise SetupError(
+            "faces.device is 'cuda' but "
+            + ("the Ray cluster has no GPU" if not gpus else "restoration runs on the CPU (model.device=cpu)")
+            + ": set faces.device to auto or cpu"
+        )
+    return bool(gpus) and restore_on_gpu
 
 
 def cpu_slots(node_cpus: Sequence[float], share: float) -> int:

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from model.devices import effective_precision
 from model.weights import ResolvedWeights, WeightsError, cache_dir_from_env, file_sha256, resolve_weights
@@ -36,7 +37,9 @@ class RunContext:
             ("faces.detector_weights", "faces.parsing_weights").
         restore_device, restore_precision: where and how DP-TempCoh runs ("cpu"/"cuda";
             "fp32"/"bf16"/"fp16": never "auto").
-        faces_device: where detection and face parsing run.
+        faces_device: where face parsing runs, and detection unless `detectors` serve it.
+        detectors: the detector actors on the GPUs (pipeline.faces.remote.Detectors) when the plan
+            puts detection there; None: the faces actors detect on their CPUs.
         settings_key: hash of every pixel-changing value as it takes effect (pipeline.state).
         work_root: the folder of intermediate files (one sub-folder per video).
         output: the output folder or URL ("" outside a run: nothing is recorded).
@@ -57,6 +60,7 @@ class RunContext:
     plan: ClusterPlan = LOCAL_PLAN
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     retry_failed: bool = False
+    detectors: Any = None
 
     def work_dir(self, video_id: str) -> Path:
         return Path(self.work_root) / video_id
@@ -116,7 +120,8 @@ def make_context(
         restore_device=restore_device,
         restore_precision=precision,
         faces_device="cpu",
-        settings_key=settings_key(settings, weights.identity, precision, digests),
+        settings_key=settings_key(settings, weights.identity, precision, digests,
+                                  detect_on="cuda" if plan.detect_on_gpu else "cpu"),
         work_root=str(work_root),
         output=str(output),
         plan=plan,

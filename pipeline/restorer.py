@@ -74,6 +74,7 @@ class Restorer:
         device: where DP-TempCoh runs; None: settings.model.device, with "auto" the GPU when present.
         precision: its precision; None: settings.model.precision ("auto": fp32 on CPU, bf16 on GPU).
         faces_device: where detection and face parsing run; None: where DP-TempCoh runs.
+        detectors: detector actors on the GPUs (pipeline.faces.remote.Detectors) that detect instead.
 
     Raises:
         pipeline.config.ConfigError: model.device is cuda and no GPU is visible.
@@ -82,7 +83,8 @@ class Restorer:
     image_format = "RGB"
 
     def __init__(self, settings: Settings | None = None, *, weights=None, device: str | None = None,
-                 precision: str | None = None, faces_device: str | None = None) -> None:  # fmt: skip
+                 precision: str | None = None, faces_device: str | None = None,
+                 detectors=None) -> None:  # fmt: skip
         from model.devices import device_for, effective_precision
 
         self.settings = settings or Settings()
@@ -94,6 +96,7 @@ class Restorer:
         except ValueError as error:
             raise ConfigError(str(error)) from None
         self.faces_device = faces_device or self.device
+        self.detectors = detectors
         self.aligned_mode = self.settings.faces.mode == "aligned"
         self._detector = self._engine = self._parser = None
 
@@ -101,12 +104,19 @@ class Restorer:
     def for_run(cls, context) -> Restorer:
         """The Restorer of a run's actors: the devices, precision and weights its context decided."""
         return cls(context.settings, weights=context.weights, device=context.restore_device,
-                   precision=context.restore_precision, faces_device=context.faces_device)  # fmt: skip
+                   precision=context.restore_precision, faces_device=context.faces_device,
+                   detectors=context.detectors)  # fmt: skip
 
     # -- the models, loaded on first use ---------------------------------------------------------
 
     @property
     def detector(self):
+        if self._detector is None and self.detectors is not None:
+            from pipeline.faces.remote import RemoteDetector
+            from pipeline.stages import current_node_id
+
+            self._detector = RemoteDetector(self.detectors.services, self.settings.faces.detect_max_side,
+                                            current_node_id())  # fmt: skip
         if self._detector is None:
             from pipeline.faces import FaceDetector
 

@@ -145,18 +145,46 @@ def run_archive(
     while clips of unfinished videos come in, and a line saying what the run waits for when no clip has
     come in for `stall_after_s` seconds. The driver holds the clips of the videos in flight, not the rows
     of finished ones."""
-    from pipeline.execute import build_dataset
-    from pipeline.state import RunState
-
     started = time.perf_counter()
     output = str(output)
     if context is None:
         context = make_context(settings, plan or connect(settings, address), output,
                                work_root or default_work_root(output))  # fmt: skip
     context = replace(context, retry_failed=retry_failed)
-    work_root = Path(context.work_root)
     if not context.plan.restore_on_gpu:
         report("no GPU in the Ray cluster: DP-TempCoh runs on CPU actors")
+    with detectors_for(context, report) as context:
+        return _run(videos, output, context, report, progress_every_s, catalog_every_s, manifest,
+                    stall_after_s, started)  # fmt: skip
+
+
+@contextlib.contextmanager
+def detectors_for(context: RunContext, report: Callable[[str], None]):
+    """The context with its detector actors started when the plan detects on the GPUs (stopped when
+    the run ends); otherwise the context as it is."""
+    if not context.plan.detect_on_gpu or context.detectors is not None:
+        yield context
+        return
+    from pipeline.faces.remote import start_detectors
+
+    try:
+        detectors = start_detectors(context.settings.faces, context.plan.gpus)
+    except TimeoutError as error:
+        raise SetupError(f"{error}: set faces.device=cpu to detect on the faces actors' CPUs") from None
+    report(f"face detection on {len(detectors.services)} GPU(s), beside restoration")
+    try:
+        yield replace(context, detectors=detectors)
+    finally:
+        detectors.stop()
+
+
+def _run(videos, output, context, report, progress_every_s, catalog_every_s, manifest, stall_after_s,
+         started) -> RunSummary:  # fmt: skip
+    """run_archive's work, once its context is settled."""
+    from pipeline.execute import build_dataset
+    from pipeline.state import RunState
+
+    work_root = Path(context.work_root)
     state = RunState(output)
     summary = RunSummary(output, 0.0, context.plan.restore_on_gpu)
     parts = CatalogParts(output, every_s=catalog_every_s)

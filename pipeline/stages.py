@@ -65,14 +65,19 @@ def count_attempt(work_dir: str | Path, item: str, stage: str, run_id: str) -> i
 
 def current_node() -> str:
     """The first 8 hex digits of the Ray node this process runs on; "local" outside Ray."""
+    return current_node_id()[:8] or "local"
+
+
+def current_node_id() -> str:
+    """The Ray node this process runs on; "" outside Ray."""
     try:
         import ray
 
         if ray.is_initialized():
-            return ray.get_runtime_context().get_node_id()[:8]
+            return ray.get_runtime_context().get_node_id()
     except Exception:  # noqa: BLE001 - naming the node must never fail a stage
         pass
-    return "local"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,11 @@ class Stage:
     @classmethod
     def batch_size(cls, context: RunContext) -> int:
         return 1
+
+    @classmethod
+    def placement(cls, context: RunContext) -> dict:
+        """Ray options that say where the stage's actors go (none: anywhere they fit)."""
+        return {}
 
     def __init__(self, context: RunContext, restorer: Restorer | None = None) -> None:
         self.context = context
@@ -312,9 +322,19 @@ class RestoreFaces(Stage):
 
     @classmethod
     def resources(cls, context: RunContext) -> Resources:
+        """A GPU per actor, or the share of it that a detector beside it leaves (pipeline.faces.remote)."""
         if context.restore_device == "cuda":
-            return Resources(cpus=0, gpus=1)
+            from pipeline.faces.remote import RESTORE_GPU_SHARE
+
+            return Resources(cpus=0, gpus=RESTORE_GPU_SHARE if context.detectors is not None else 1)
         return super().resources(context)
+
+    @classmethod
+    def placement(cls, context: RunContext) -> dict:
+        """Beside the detectors, in the bundles of their GPUs."""
+        if context.restore_device == "cuda" and context.detectors is not None:
+            return {"scheduling_strategy": context.detectors.scheduling_strategy()}
+        return {}
 
     @classmethod
     def batch_size(cls, context: RunContext) -> int:

@@ -43,7 +43,7 @@ STATE_DIR = "state"
 KEY_LENGTH = 16
 # (section, key) of settings that do not change a single output pixel: never part of a key.
 NON_PIXEL_SETTINGS = frozenset(
-    {("model", "device"), ("model", "batch_windows"), ("faces", "detect_batch_size")}
+    {("model", "device"), ("model", "batch_windows"), ("faces", "detect_batch_size"), ("faces", "device")}
 )
 # Settings that name a file whose content (not its path) is what matters; the run context hashes them.
 FILE_SETTINGS = ("faces.detector_weights", "faces.parsing_weights")
@@ -56,7 +56,8 @@ def _digest(value: Any) -> str:
 
 
 def settings_key(
-    settings: Any, weights_identity: str, precision: str, file_digests: Mapping[str, str] | None = None
+    settings: Any, weights_identity: str, precision: str, file_digests: Mapping[str, str] | None = None,
+    detect_on: str = "cpu",
 ) -> str:
     """Hash of every pixel-changing setting as it takes effect.
 
@@ -67,12 +68,16 @@ def settings_key(
             fp32 on CPU actors and bf16 on GPU actors, which restore different pixels.
         file_digests: sha256 of each weights file of the face side that the settings name
             ("faces.detector_weights" ...): their content counts, not their path.
+        detect_on: where detection runs ("cpu", or "cuda" in float16, which may move a landmark by a
+            fraction of a pixel); a CPU run keys as it always has.
     """
     if precision not in EFFECTIVE_PRECISIONS:
         raise ValueError(f"a settings key needs the precision that takes effect, not {precision!r}")
     digests = dict(file_digests or {})
     values = settings.to_dict() if hasattr(settings, "to_dict") else dict(settings)
     keyed: dict[str, Any] = {"weights": weights_identity, "model.precision": precision}
+    if detect_on != "cpu":
+        keyed["faces.detect_on"] = detect_on
     for section, entries in values.items():
         if section == "scenes":
             continue  # scene settings change clip ranges, which clip keys hold; video keys add them

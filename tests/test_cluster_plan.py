@@ -109,3 +109,19 @@ def test_stage_actors_ask_for_the_share_of_a_cpu_the_plan_gives(local_ray, tmp_p
         asked.append(operator.ray_remote_args["num_cpus"])
         operator = operator.input_dependencies[0]
     assert asked == [0.5, 0.5, 0.5, 0.5]  # encode, restore, faces, probe
+
+
+def test_detection_goes_to_the_gpus_where_restoration_does_unless_set_to_cpu():
+    from pipeline.cluster import SetupError
+
+    assert plan_cluster({"CPU": 16, "GPU": 2}, settings()).detect_on_gpu  # faces.device=auto
+    assert not plan_cluster({"CPU": 16, "GPU": 2}, settings("faces.device=cpu")).detect_on_gpu
+    assert not plan_cluster({"CPU": 16, "GPU": 2}, settings("model.device=cpu")).detect_on_gpu
+    assert not plan_cluster({"CPU": 16, "GPU": 2}, settings("faces.mode=aligned")).detect_on_gpu
+    assert not plan_cluster({"CPU": 16}, settings()).detect_on_gpu
+    with pytest.raises(SetupError, match="faces.device is 'cuda' but the Ray cluster has no GPU"):
+        plan_cluster({"CPU": 16}, settings("faces.device=cuda"))
+    with pytest.raises(SetupError, match="faces.device is 'cuda' but restoration runs on the CPU"):
+        plan_cluster({"CPU": 16, "GPU": 1}, settings("faces.device=cuda", "model.device=cpu"))
+    with pytest.raises(ValueError, match="faces.device='tpu': choose one of auto, cpu, cuda"):
+        settings("faces.device=tpu")

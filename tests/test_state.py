@@ -63,6 +63,19 @@ def test_devices_batch_sizes_and_scenes_leave_the_settings_key_alone(settings):
     assert video_key(key, {"max_clip_frames": 10}, "1:2") != video_key(key, {"max_clip_frames": 48}, "1:2")
 
 
+def test_detection_on_the_gpus_is_keyed_and_a_cpu_run_keeps_its_key(settings):
+    """Detection in float16 on a GPU may move a landmark by a fraction of a pixel, so it keys apart; on
+    CPUs faces.device (auto or cpu) keys as before the setting existed."""
+    from pipeline.cluster import plan_cluster
+
+    cpu_key = key_of(settings)
+    assert key_of(changed(settings, "faces", device="cpu")) == cpu_key
+    gpus = plan_cluster({"CPU": 8, "GPU": 1}, settings)
+    assert gpus.detect_on_gpu
+    on_cpu = plan_cluster({"CPU": 8, "GPU": 1}, changed(settings, "faces", device="cpu"))
+    assert key_of(settings, gpus) != key_of(changed(settings, "faces", device="cpu"), on_cpu)
+
+
 def test_detector_weights_count_by_content_not_path(settings, tmp_path):
     first, second, other = tmp_path / "a.pth", tmp_path / "b.pth", tmp_path / "c.pth"
     first.write_bytes(b"weights")

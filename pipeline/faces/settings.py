@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 DETECTOR_NAMES = ("retinaface_resnet50", "retinaface_mobile0.25")
 FACE_MODES = ("detect", "aligned")
+FACE_DEVICES = ("auto", "cpu", "cuda")
 SMOOTHING_METHODS = ("savgol", "gaussian", "none")
 
 
@@ -18,6 +19,9 @@ class FaceSettings:
             512x512 clips, upstream's own input) and restores whole frames: no detection, no paste-back
             (other square sizes are resized to 512 and back).
         detector: facexlib RetinaFace variant; "retinaface_mobile0.25" is the fast option.
+        device: where detection runs: "cpu" in the faces actors; "cuda" in one detector actor per GPU
+            (a share of the GPU it shares with a restoration actor), which the faces actors send their
+            shrunk frames to; "auto": cuda when restoration runs on GPUs.
         detector_weights: path of a RetinaFace state dict to load instead of facexlib's download.
         detect_max_side: frames are shrunk so their longest side is at most this before detection
             (0 keeps the source size); boxes and landmarks are mapped back to source pixels.
@@ -43,6 +47,7 @@ class FaceSettings:
 
     mode: str = "detect"
     detector: str = "retinaface_resnet50"
+    device: str = "auto"
     detector_weights: str | None = None
     detect_max_side: int = 640
     detect_batch_size: int = 8
@@ -63,6 +68,8 @@ class FaceSettings:
             raise ValueError(f"faces.mode={self.mode!r}: choose one of {', '.join(FACE_MODES)}")
         if self.detector not in DETECTOR_NAMES:
             raise ValueError(f"faces.detector={self.detector!r}: choose one of {', '.join(DETECTOR_NAMES)}")
+        if self.device not in FACE_DEVICES:
+            raise ValueError(f"faces.device={self.device!r}: choose one of {', '.join(FACE_DEVICES)}")
         if self.smoothing not in SMOOTHING_METHODS:
             raise ValueError(
                 f"faces.smoothing={self.smoothing!r}: choose one of {', '.join(SMOOTHING_METHODS)}"
