@@ -1,6 +1,12 @@
-"""Paste-back: restored aligned crops composited into their frame through feathered masks."""
+"""Paste-back: restored aligned crops composited into their frame through feathered masks.
+
+The feathered mask is made in the crop's own space (erosion and blur scale with the crop, so the seam
+is equally soft for every face size) and warped into the frame with the crop: for the usual square
+mask it is made once per crop size, and a frame costs two warps and one blend of the face's region.
+"""
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,7 +49,7 @@ def paste_faces(frame: np.ndarray, faces: Sequence[PastedFace]) -> np.ndarray:
 
 
 def paste_face_into(frame: np.ndarray, face: PastedFace) -> None:
-    """Blend one restored face into `frame` in place, writing only where its mask is above zero."""
+    """Blend one restored face into `frame` in place; pixels where its mask is zero keep their values."""
     placement = _placement(face, frame.shape[:2])
     if placement is None:
         return
@@ -53,11 +59,9 @@ def paste_face_into(frame: np.ndarray, face: PastedFace) -> None:
         face.crop, to_region, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
     mask = feathered_mask(face, to_region, size)
-    inside = mask > 0
-    weight = mask[inside][:, None]
     source = frame[y0:y1, x0:x1]
-    blended = weight * warped_face[inside] + (1.0 - weight) * source[inside]
-    source[inside] = np.clip(np.rint(blended), 0, 255).astype(frame.dtype)
+    # (mask * face + (1 - mask) * source) / 1, rounded: exactly the source where the mask is 0.
+    source[...] = cv2.blendLinear(warped_face, source, mask, 1.0 - mask)
 
 
 def paste_mask(face: PastedFace, frame_shape: tuple[int, int]) -> np.ndarray:
@@ -99,23 +103,33 @@ def paste_region(
 
 
 def feathered_mask(face: PastedFace, to_region: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """HxW float32 mask in [0, 1]: the crop's square (or face_mask), eroded and blurred.
-
-    The erosion and blur scale with the face's size in the frame (a twentieth of the crop's side
-    there), so the seam is equally soft on small and large faces; the erosion radius equals the
-    blur radius so the blurred mask is exactly 0 beyond the crop's footprint.
-    """
+    """HxW float32 mask in [0, 1] over the region: the crop's square (or face_mask) feathered in crop
+    space (crop_space_mask), warped with the crop."""
     face_size = face.crop.shape[0]
-    square = np.ones((face_size, face_size), np.float32)
-    if face.face_mask is not None:
-        square = square * np.clip(face.face_mask.astype(np.float32), 0.0, 1.0)
-    mask = cv2.warpAffine(square, to_region, size, flags=cv2.INTER_LINEAR, borderValue=0.0)
-    # The outermost pixel ring mixes face and border in the bilinear warp: never paste it.
-    mask = cv2.erode(mask, np.ones((3, 3), np.uint8))
-    edge = max(1, int(face_size * crop_scale_in_frame(face.affine)) // 20)
-    mask = cv2.erode(mask, np.ones((2 * edge + 1, 2 * edge + 1), np.uint8))
-    blurred = cv2.GaussianBlur(mask, (2 * edge + 1, 2 * edge + 1), 0)
-    return np.clip(blurred, 0.0, 1.0)
+    if face.face_mask is None:
+        square = square_mask(face_size)
+    else:
+        square = crop_space_mask(face_size, np.clip(face.face_mask.astype(np.float32), 0.0, 1.0))
+    return cv2.warpAffine(square, to_region, size, flags=cv2.INTER_LINEAR, borderValue=0.0)
+
+
+@functools.lru_cache(maxsize=8)
+def square_mask(face_size: int) -> np.ndarray:
+    """The feathered mask of a whole S x S crop (made once per size; read-only)."""
+    mask = crop_space_mask(face_size, np.ones((face_size, face_size), np.float32))
+    mask.flags.writeable = False
+    return mask
+
+
+def crop_space_mask(face_size: int, weights: np.ndarray) -> np.ndarray:
+    """S x S float32 in [0, 1]: `weights` eroded and blurred by a twentieth of the crop's side, so the
+    blurred mask is exactly 0 on the crop's outer ring and beyond (a bilinear warp never mixes in what
+    lies outside the crop) and the seam is as soft, relative to the face, at every size."""
+    edge = max(1, face_size // 20)
+    padded = cv2.copyMakeBorder(weights, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0.0)
+    eroded = cv2.erode(padded, np.ones((2 * edge + 3, 2 * edge + 3), np.uint8), borderValue=0.0)
+    blurred = cv2.GaussianBlur(eroded, (2 * edge + 1, 2 * edge + 1), 0, borderType=cv2.BORDER_CONSTANT)
+    return np.clip(blurred[1:-1, 1:-1], 0.0, 1.0)
 
 
 def crop_scale_in_frame(affine: np.ndarray) -> float:
