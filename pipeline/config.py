@@ -39,10 +39,12 @@ MODEL_NAMES = ("official", "tiny")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 DEVICES = ("auto", "cpu", "cuda")
 SCENE_DETECTORS = ("content", "adaptive")
-CODECS = ("libx264", "libx265")
+CODECS = ("libx264", "libx265", "h264_nvenc", "hevc_nvenc")
+NVENC_CODECS = ("h264_nvenc", "hevc_nvenc")
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo",
 )
+NVENC_PRESETS = ("p1", "p2", "p3", "p4", "p5", "p6", "p7")
 PIXEL_FORMATS = ("yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le")
 SYNTHETIC_PREFIX = "synthetic:"
 
@@ -108,16 +110,36 @@ class EncodeSettings:
     """How restored clips are encoded (ffmpeg).
 
     Attributes:
-        codec: ffmpeg video encoder.
-        crf: constant rate factor, 0 (lossless) to 51; 18 is visually lossless for x264.
-        preset: encoder speed/size trade-off.
+        codec: ffmpeg video encoder: libx264, libx265, or NVIDIA's hardware encoders h264_nvenc and
+            hevc_nvenc (GPUs with a video encoder: L4, L40S, A10 ...; H100 and H200 have none; checked
+            on every node before a run starts).
+        crf: constant rate factor, 0 (lossless) to 51; 18 is visually lossless for x264 (NVENC: its
+            constant-quality level, -cq).
+        preset: encoder speed/size trade-off: ultrafast ... placebo for libx264/libx265, p1 (fastest)
+            ... p7 (best) for NVENC.
         pix_fmt: output pixel format; yuv420p plays everywhere (and needs even width and height).
+            NVENC writes 4:2:0 or 4:4:4, and 10 bits with hevc_nvenc only.
     """
 
     codec: str = _choice("libx264", CODECS)
     crf: int = _between(18, 0, 51)
-    preset: str = _choice("medium", X264_PRESETS)
+    preset: str = _choice("veryfast", X264_PRESETS + NVENC_PRESETS)
     pix_fmt: str = _choice("yuv420p", PIXEL_FORMATS)
+
+    def __post_init__(self) -> None:
+        nvenc = self.codec in NVENC_CODECS
+        if nvenc != (self.preset in NVENC_PRESETS):
+            wanted = "p1 (fastest) to p7 (best), e.g. p5" if nvenc else "ultrafast ... placebo, e.g. veryfast"
+            raise ConfigError(f"encode.preset={self.preset!r} does not fit encode.codec={self.codec}: "
+                              f"set encode.preset to {wanted}")  # fmt: skip
+        if nvenc and "422" in self.pix_fmt:
+            raise ConfigError(
+                f"encode.pix_fmt={self.pix_fmt}: NVENC writes 4:2:0 or 4:4:4; choose yuv420p or yuv444p"
+            )
+        if self.codec == "h264_nvenc" and self.pix_fmt.endswith("10le"):
+            raise ConfigError(
+                f"encode.pix_fmt={self.pix_fmt}: h264_nvenc writes 8 bits; use hevc_nvenc for 10 bits"
+            )
 
 
 @dataclass(frozen=True)

@@ -233,12 +233,14 @@ class VideoWriter:
                 "crop or pad to even dimensions, or set encode.pix_fmt=yuv444p"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        from pipeline.encoders import encoder_args
+
         rate = Fraction(frame_rate)
         command = [
             ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
             "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "pipe:0",
-            "-an", "-c:v", encode.codec, "-crf", str(encode.crf), "-preset", encode.preset,
+            "-an", *encoder_args(encode),
             "-pix_fmt", encode.pix_fmt, str(self.path),
         ]
         self._stderr = tempfile.TemporaryFile()

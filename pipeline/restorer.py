@@ -272,11 +272,12 @@ class Restorer:
 
 def encode_settings_for(width: int, height: int, bit_depth: int, encode: EncodeSettings) -> EncodeSettings:
     """The documented output rule: 4:2:0/4:2:2 need even sizes, so odd-sized videos are encoded 4:4:4;
-    sources of more than 8 bits keep a 10-bit pixel format (frames are processed in 8 bits)."""
+    sources of more than 8 bits keep a 10-bit pixel format (frames are processed in 8 bits), except with
+    h264_nvenc, which has no 10-bit profile."""
     pix_fmt = encode.pix_fmt
     if width % 2 or height % 2:
         pix_fmt = pix_fmt.replace("yuv420", "yuv444").replace("yuv422", "yuv444")
-    if bit_depth > 8 and not pix_fmt.endswith("10le"):
+    if bit_depth > 8 and not pix_fmt.endswith("10le") and encode.codec != "h264_nvenc":
         pix_fmt += "10le"
     return replace(encode, pix_fmt=pix_fmt)
 

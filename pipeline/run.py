@@ -27,6 +27,7 @@ from pipeline.catalog_parts import CatalogParts, compact_catalog
 from pipeline.cluster import ClusterPlan, SetupError, connect
 from pipeline.config import Settings
 from pipeline.context import RunContext, default_work_root, make_context
+from pipeline.encoders import check_encoder_on_nodes
 from pipeline.lock import RemoteRunLock, RunLock
 from pipeline.records import ClipTask, VideoTask, describe_error
 from pipeline.storage import join
@@ -153,6 +154,7 @@ def run_archive(
     context = replace(context, retry_failed=retry_failed)
     if not context.plan.restore_on_gpu:
         report("no GPU in the Ray cluster: DP-TempCoh runs on CPU actors")
+    check_encoder_on_nodes(context.settings.encode, context.plan.gpus)
     with detectors_for(context, report) as context:
         return _run(videos, output, context, report, progress_every_s, catalog_every_s, manifest,
                     stall_after_s, started)  # fmt: skip
