@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # torch is installed only when the venv has none, so a user's own torch build is never replaced.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test lint bench bench-pipeline bench-archive bench-gpu demo clean
+.PHONY: setup test lint bench bench-pipeline bench-archive bench-cost bench-gpu demo clean
 
 setup:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ bench-pipeline:
 bench-archive:
 	$(PY) -m pipeline.bench_archive --rows 1000 10000 100000 \
 		--weights $(SHARED)/weights/retinaface_mobile0.25.pth --out bench-results/archive.md
+
+# CPU core-ms per source frame of every CPU stage, libx264 presets (with PSNR and VMAF), Ray's overhead
+# and the cores one GPU needs, on 720p and 1080p films (about 15 minutes on 2 cores).
+bench-cost:
+	$(PY) -m pipeline.bench_cost --footage $(SHARED)/footage --weights $(SHARED)/weights/retinaface_mobile0.25.pth \
+		--out bench-results/cost-cpu.md
 
 bench-gpu:
 	$(PY) -m model.bench_gpu --out bench-results/model-gpu.md

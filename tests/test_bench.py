@@ -21,3 +21,23 @@ def test_gpu_benchmark_code_paths_run_on_the_cpu(tmp_path):
     assert "| upstream schedule | fp32 | 1 |" in text
     assert "| engine | bf16 | 2 |" in text
     assert "| bf16 |" in text.split("token agreement")[1]
+
+
+def test_cost_benchmark_measures_every_cpu_stage(shared_dir, tmp_path):
+    """`make bench-cost` on a 20-frame 720p film (no Ray run, one preset): every table is there and the
+    stages' costs are positive CPU times."""
+    import re
+
+    from pipeline import bench_cost
+
+    out = tmp_path / "cost.md"
+    bench_cost.main(["--footage", str(shared_dir / "footage"),
+                     "--weights", str(shared_dir / "weights" / "retinaface_mobile0.25.pth"),
+                     "--shot-frames", "4", "--sizes", "720p", "--presets", "ultrafast", "--no-ray",
+                     "--detector-frames", "8", "--work", str(tmp_path / "work"), "--out", str(out)])  # fmt: skip
+    text = out.read_text()
+    (row,) = [line for line in text.splitlines() if line.startswith("| 720p |") and line.count("|") == 12]
+    costs = [float(cell) for cell in re.findall(r"\| ([0-9.]+)(?= \|)", row)[:9]]
+    assert all(cost > 0 for cost in costs), row
+    assert "estimate, not measured" in text or "measured by `make bench-gpu`" in text
+    assert "| 720p | " in text.split("The detector alone")[1]

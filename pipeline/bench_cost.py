@@ -1,0 +1,488 @@
+"""What the CPU side costs per source frame (`make bench-cost`): every CPU stage, the encoder presets, and
+the cores one GPU needs.
+
+    python -m pipeline.bench_cost --footage ../shared/footage \
+        --weights ../shared/weights/retinaface_mobile0.25.pth --out bench-results/cost-cpu.md
+
+Films: 720p and 1080p at 23.976 fps with sound, five shots (four with faces, one test pattern), made from
+the shared footage. Costs are CPU time (user + system of every thread and child process, in
+core-milliseconds per source frame), not wall time, so they hold on any number of cores:
+
+1. encoder presets at 1080p: a plain `ffmpeg` re-encode of the film per libx264 preset (decoding
+   counted apart), with PSNR and VMAF of the result against the source;
+2. the stages, called one after another in this process (pipeline.stages, as the actors call them),
+   with production settings except the tiny network and RetinaFace mobile0.25 (what runs offline):
+   probe and scenes, faces (detection apart from decoding, tracking and alignment), paste + encode, and
+   assembly. The detector's own cost is measured for both detectors (ResNet-50 with random weights:
+   the same arithmetic as the release weights) so that "detection off the CPU" is the faces stage
+   without it, plus the shrinking a faces actor still does;
+3. the whole run through `dpt-batch run`'s code in a fresh embedded Ray, its CPU time read from a
+   cgroup (cpuacct) that holds every process of the run: what exceeds the stages' own sum is Ray's
+   start-up and per-task overhead;
+4. the cores one GPU needs at its restoration rate: measured by `make bench-gpu` when its table is in
+   bench-results/, otherwise the FLOP estimate (labelled so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import re
+import resource
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from fractions import Fraction
+from pathlib import Path
+
+from pipeline.demo import DemoFilm, Face, Shot, render_film
+from pipeline.media import ffmpeg_exe
+
+RATE = Fraction(24000, 1001)
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
+SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
+# DP-TempCoh with encoder reuse, per restored face-frame (issue 12), and an H100's dense bf16 peak.
+TFLOP_PER_FACE_FRAME = 1.4
+H100_BF16_TFLOPS = 989.0
+ASSUMED_MFU = 0.4
+
+
+def cost_film(width: int, height: int, shot_frames: int) -> DemoFilm:
+    """Five shots: four with faces (one, two, one, one) on moving backgrounds, one test pattern."""
+    big, small = height * 2 // 3 // 2 * 2, height // 2 // 2 * 2
+    francis, lou, lesia, felicity = (
+        "Francis_Collins.labeled_faces-3.mp4",
+        "Lou_Lang.labeled_faces-5.mp4",
+        "Lesia_Burlak.labeled_faces-0.mp4",
+        "Felicity_Huffman.labeled_faces-5.mp4",
+    )
+    shots = (
+        Shot(shot_frames, "gradients=speed=0.02", (Face(francis, width // 8, height // 6, big),)),
+        Shot(
+            shot_frames,
+            "testsrc2",
+            (Face(lou, width // 20, height // 5, small), Face(lesia, width // 2, height // 5, small)),
+        ),
+        Shot(shot_frames, "testsrc2"),
+        Shot(
+            shot_frames,
+            "gradients=speed=0.03:c0=0x302010:c1=0xa09070",
+            (Face(felicity, width // 2, 40, big),),
+        ),
+        Shot(shot_frames, "gradients=speed=0.01", (Face(francis, width // 3, height // 7, big),)),
+    )
+    return DemoFilm(f"cost_{height}p", f"{height}p cost film", width, height, RATE, True, shots)
+
+
+# -- CPU time ---------------------------------------------------------------------------------------
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads) and of its children that have ended."""
+    own = time.process_time()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own + children.ru_utime + children.ru_stime
+
+
+@contextmanager
+def measured(into: dict, key: str):
+    """Add the block's CPU seconds to into[key]."""
+    start = cpu_seconds()
+    try:
+        yield
+    finally:
+        into[key] = into.get(key, 0.0) + cpu_seconds() - start
+
+
+def run_cpu(command: list[str]) -> tuple[float, str]:
+    """Run a command; its CPU seconds (user + system, threads included) and its stderr."""
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        errors.seek(0)
+        text = errors.read().decode(errors="replace")
+    if process.returncode:
+        raise RuntimeError(f"{command[0]} failed ({process.returncode}): {text[-600:]}")
+    return usage.ru_utime + usage.ru_stime, text
+
+
+# -- 1. encoder presets -----------------------------------------------------------------------------
+
+
+def encoder_table(film: Path, frames: int, work: Path, presets=PRESETS, crf: int = 18) -> list[dict]:
+    """Per preset: encode core-ms per frame (the re-encode less decoding), size and quality."""
+    ffmpeg = ffmpeg_exe()
+    decode_s, _ = run_cpu([ffmpeg, "-hide_banner", "-nostdin", "-i", str(film), "-an", "-f", "null", "-"])
+    rows = []
+    for preset in presets:
+        out = work / f"preset_{preset}.mp4"
+        total_s, _ = run_cpu(
+            [
+                ffmpeg,
+                "-hide_banner",
+                "-nostdin",
+                "-y",
+                "-i",
+                str(film),
+                "-an",
+                "-c:v",
+                "libx264",
+                "-preset",
+                preset,
+                "-crf",
+                str(crf),
+                "-pix_fmt",
+                "yuv420p",
+                str(out),
+            ]
+        )
+        psnr, vmaf = quality(out, film)
+        rows.append(
+            {
+                "preset": preset,
+                "reencode_ms": total_s * 1000 / frames,
+                "encode_ms": (total_s - decode_s) * 1000 / frames,
+                "decode_ms": decode_s * 1000 / frames,
+                "kbps": out.stat().st_size * 8 / 1000 / float(frames / RATE),
+                "psnr": psnr,
+                "vmaf": vmaf,
+            }
+        )
+    return rows
+
+
+def quality(encoded: Path, source: Path) -> tuple[float, float]:
+    """PSNR (dB, all planes) and VMAF (every 4th frame) of `encoded` against `source`."""
+    graph = "[0:v]split[a0][a1];[1:v]split[b0][b1];[a0][b0]psnr;[a1][b1]libvmaf=n_subsample=4:n_threads=2"
+    _, log = run_cpu(
+        [
+            ffmpeg_exe(),
+            "-hide_banner",
+            "-nostdin",
+            "-i",
+            str(encoded),
+            "-i",
+            str(source),
+            "-lavfi",
+            graph,
+            "-f",
+            "null",
+            "-",
+        ]
+    )
+    psnr = re.search(r"PSNR .*average:([0-9.]+|inf)", log)
+    vmaf = re.search(r"VMAF score: ([0-9.]+)", log)
+    return float(psnr.group(1)) if psnr else float("nan"), float(vmaf.group(1)) if vmaf else float("nan")
+
+
+# -- 2. the stages, in this process -----------------------------------------------------------------
+
+
+def stage_costs(film: Path, settings, work: Path) -> dict:
+    """CPU seconds of each stage over the film, called as the actors call them, with the detector's
+    network and the shrinking before it measured apart. Keys: probe, faces, detect_net, detect_shrink,
+    restore, encode, assemble; and frames, face_frames."""
+    from pipeline.assemble import assemble_video
+    from pipeline.context import make_context
+    from pipeline.faces import detect
+    from pipeline.records import VideoTask
+    from pipeline.stages import DetectFaces, PasteAndEncode, ProbeVideo, RestoreFaces
+
+    costs: dict = {}
+    context = make_context(settings, work_root=work / "work")
+    video = VideoTask(film.stem, str(film))
+    network, shrink = detect.run_retinaface, detect.to_detector_input
+    detect.run_retinaface = _timed(network, costs, "detect_net")
+    detect.to_detector_input = _timed(shrink, costs, "detect_shrink")
+    try:
+        stages = {
+            name: cls(context)
+            for name, cls in (("faces", DetectFaces), ("restore", RestoreFaces), ("encode", PasteAndEncode))
+        }
+        for stage in stages.values():
+            stage.setup()  # models load once per actor: not a per-frame cost
+        with measured(costs, "probe"):
+            clips = ProbeVideo(context).process([video])
+        for name, stage in stages.items():
+            with measured(costs, name):
+                clips = [out for clip in clips for out in stage.process([clip])]
+        with measured(costs, "assemble"):
+            result = assemble_video(video, clips, work / "videos")
+    finally:
+        detect.run_retinaface, detect.to_detector_input = network, shrink
+    if result.video["status"] != "done":
+        raise SystemExit(f"{film}: {result.video['error']}")
+    costs["frames"] = result.video["frames_out"]
+    costs["face_frames"] = result.video["faces_restored"]
+    return costs
+
+
+def _timed(function: Callable, costs: dict, key: str) -> Callable:
+    def wrapper(*args, **kwargs):
+        with measured(costs, key):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+def detector_ms(film: Path, name: str, weights: str | None, max_side: int, frames: int = 48) -> float:
+    """CPU core-ms per frame of one detector's network and decoding on the film's frames (random weights
+    for ResNet-50, which has none offline: the cost is the same)."""
+    import torch
+
+    from pipeline.faces.detect import FaceDetector, build_retinaface
+    from pipeline.media import read_frames
+
+    sample = read_frames(film, 0, frames)
+    detector = FaceDetector.__new__(FaceDetector)
+    detector.name, detector.max_side, detector.batch_size = name, max_side, 8
+    detector.score_threshold, detector.nms_threshold = 0.8, 0.4
+    detector.device, detector.half = torch.device("cpu"), False
+    if weights:
+        detector.model = build_retinaface(name, weights, detector.device)
+    else:
+        from facexlib.detection.retinaface import RetinaFace
+
+        detector.model = RetinaFace(network_name=name.removeprefix("retinaface_"), half=False).eval()
+    import numpy as np
+
+    with np.errstate(over="ignore", invalid="ignore"):  # random weights find absurd boxes
+        detector.detect(sample[:8])  # warm-up
+        costs: dict = {}
+        with measured(costs, "all"):
+            detector.detect(sample)
+    return costs["all"] * 1000 / frames
+
+
+# -- 3. the whole run under Ray, in a cgroup --------------------------------------------------------
+
+CPUACCT = Path("/sys/fs/cgroup/cpuacct")
+
+
+def ray_run_cpu(film: Path, settings, out: Path) -> tuple[float, float] | None:
+    """CPU seconds of a whole `run_archive` of the film in a fresh embedded Ray (every process, from a
+    cgroup), and its wall seconds; None where cgroup v1 cpuacct cannot be used."""
+    group = CPUACCT / f"dpt-bench-cost-{os.getpid()}"
+    try:
+        group.mkdir(exist_ok=True)
+        (group / "cgroup.procs").write_text(str(os.getpid()))
+    except OSError:
+        return None
+    import ray
+
+    from pipeline.run import run_archive
+
+    try:
+        start_ns, start = int((group / "cpuacct.usage").read_text()), time.perf_counter()
+        summary = run_archive(
+            [{"video_id": film.stem, "uri": str(film)}], out, settings, report=lambda line: None
+        )
+        ray.shutdown()
+        time.sleep(2)  # workers leave after the driver
+        used = (int((group / "cpuacct.usage").read_text()) - start_ns) / 1e9
+        wall = time.perf_counter() - start
+    finally:
+        (CPUACCT / "cgroup.procs").write_text(str(os.getpid()))
+    if summary.videos[0]["status"] != "done":
+        raise SystemExit(f"{film}: {summary.videos[0]['error']}")
+    return used, wall
+
+
+# -- 4. the GPU's rate ------------------------------------------------------------------------------
+
+
+def restoration_rate(results: Path = Path("bench-results/model-gpu.md")) -> tuple[float, str]:
+    """Face-frames a second one GPU restores: from `make bench-gpu`'s table when there is one, else
+    the FLOP estimate."""
+    if results.is_file():
+        found = re.search(r"face-frames/s[^|]*\|[^\n]*?\|\s*([0-9.]+)\s*\|", results.read_text())
+        if found:
+            return float(found.group(1)), f"measured by `make bench-gpu` ({results})"
+    rate = H100_BF16_TFLOPS * ASSUMED_MFU / TFLOP_PER_FACE_FRAME
+    return rate, (
+        f"estimate, not measured: {TFLOP_PER_FACE_FRAME} TFLOP per face-frame at {ASSUMED_MFU:.0%} of "
+        f"an H100's {H100_BF16_TFLOPS:g} bf16 TFLOPS"
+    )
+
+
+# -- the report -------------------------------------------------------------------------------------
+
+
+def settings_for(weights: Path, preset: str):
+    from pipeline.config import load_settings
+
+    return load_settings(
+        None,
+        [
+            "model.name=tiny",
+            "model.weights=synthetic:0",
+            "model.precision=fp32",
+            "faces.detector=retinaface_mobile0.25",
+            f"faces.detector_weights={weights}",
+            f"encode.preset={preset}",
+        ],
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--footage", type=Path, default=Path("../shared/footage"))
+    parser.add_argument("--weights", type=Path, default=Path("../shared/weights/retinaface_mobile0.25.pth"))
+    parser.add_argument("--shot-frames", type=int, default=192, help="frames per shot (5 shots a film)")
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS))
+    parser.add_argument("--work", type=Path, default=Path("bench-results/cost-work"))
+    parser.add_argument("--no-ray", action="store_true", help="skip the whole run under Ray")
+    parser.add_argument("--detector-frames", type=int, default=48, help="frames each detector is timed on")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    from model.bench import emit
+    from pipeline.config import EncodeSettings
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    films = {
+        size: render_film(
+            cost_film(*SIZES[size], args.shot_frames), args.footage, args.work / f"cost_{size}.mp4"
+        )
+        for size in args.sizes
+    }
+    frames = 5 * args.shot_frames
+    default_preset = EncodeSettings().preset
+    lines = [
+        "### The CPU side per source frame (issue 12)",
+        "",
+        f"- command: `python -m pipeline.bench_cost --shot-frames {args.shot_frames}`; date: "
+        f"{dt.date.today().isoformat()}; machine: {os.cpu_count()} cores; CPU time (user + system of every "
+        "thread and child process), in core-ms per source frame",
+        f"- films: {', '.join(args.sizes)} at 24000/1001 fps with AAC sound, {frames} frames: five shots, "
+        "four "
+        "with faces (moving gradient or test-pattern backgrounds), one test pattern",
+    ]
+    presets = None
+    if "1080p" in films:
+        presets = encoder_table(films["1080p"], frames, args.work, args.presets)
+        lines += [
+            "",
+            "#### libx264 presets at 1080p, CRF 18 (a plain `ffmpeg` re-encode of the film)",
+            "",
+            "| preset | re-encode core-ms/frame | of which encode | of which decode | kbit/s | PSNR dB "
+            "| VMAF |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in presets:
+            lines.append(
+                f"| {row['preset']} | {row['reencode_ms']:.1f} | {row['encode_ms']:.1f} | "
+                f"{row['decode_ms']:.1f} | {row['kbps']:.0f} | {row['psnr']:.2f} | {row['vmaf']:.2f} |"
+            )
+    rate, rate_source = restoration_rate()
+    lines += [
+        "",
+        "#### Stages, core-ms per source frame (tiny network; restoration is the GPU's and not counted)",
+        "",
+        "| film | probe + scenes | faces: detection network | faces: shrink | faces: decode, track, "
+        "align | paste + encode | assembly | CPU side, detection on CPU | CPU side, detection off the CPU "
+        "| plain re-encode | ratio (detection on CPU) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    per_film = {}
+    for size, film in films.items():
+        costs = stage_costs(film, settings_for(args.weights, default_preset), args.work / f"stages_{size}")
+        ms = {
+            key: value * 1000 / costs["frames"]
+            for key, value in costs.items()
+            if key not in ("frames", "face_frames")
+        }
+        rest = ms["faces"] - ms.get("detect_net", 0) - ms.get("detect_shrink", 0)
+        on_cpu = ms["probe"] + ms["faces"] + ms["encode"] + ms["assemble"]
+        off_cpu = on_cpu - ms.get("detect_net", 0)
+        plain, _ = run_cpu(
+            [
+                ffmpeg_exe(),
+                "-hide_banner",
+                "-nostdin",
+                "-y",
+                "-i",
+                str(film),
+                "-c:v",
+                "libx264",
+                "-preset",
+                default_preset,
+                "-crf",
+                "18",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "copy",
+                str(args.work / f"plain_{size}.mp4"),
+            ]
+        )
+        plain_ms = plain * 1000 / costs["frames"]
+        per_film[size] = {
+            "ms": ms,
+            "on_cpu": on_cpu,
+            "off_cpu": off_cpu,
+            "face_share": costs["face_frames"] / costs["frames"],
+        }
+        lines.append(
+            f"| {size} | {ms['probe']:.1f} | {ms.get('detect_net', 0):.1f} | "
+            f"{ms.get('detect_shrink', 0):.1f} | "
+            f"{rest:.1f} | {ms['encode']:.1f} | {ms['assemble']:.1f} | {on_cpu:.1f} | {off_cpu:.1f} | "
+            f"{plain_ms:.1f} | {on_cpu / plain_ms:.2f}x |"
+        )
+    lines += [
+        "",
+        f"#### The detector alone, core-ms per frame on the CPU ({args.detector_frames} frames, batches of 8; "
+        "shrinking included)",
+        "",
+        "| film | mobile0.25 at 640 | ResNet-50 at 640 (random weights) | ResNet-50 at 320 |",
+        "|---|---|---|---|",
+    ]
+    for size, film in films.items():
+        mobile = detector_ms(film, "retinaface_mobile0.25", str(args.weights), 640, args.detector_frames)
+        resnet = detector_ms(film, "retinaface_resnet50", None, 640, args.detector_frames)
+        resnet_small = detector_ms(film, "retinaface_resnet50", None, 320, args.detector_frames)
+        lines.append(f"| {size} | {mobile:.1f} | {resnet:.1f} | {resnet_small:.1f} |")
+    if not args.no_ray and "1080p" in films:
+        measured_run = ray_run_cpu(
+            films["1080p"], settings_for(args.weights, default_preset), args.work / "ray_out"
+        )
+        if measured_run:
+            used, wall = measured_run
+            ms = per_film["1080p"]["ms"]
+            inside = sum(ms[key] for key in ("probe", "faces", "restore", "encode", "assemble"))
+            total = used * 1000 / frames
+            lines += [
+                "",
+                "#### The whole 1080p run under an embedded Ray (every process, from a cgroup)",
+                "",
+                f"- {total:.1f} core-ms per frame over {wall:.0f} s, against {inside:.1f} for the same "
+                "stages "
+                f"called in one process (restoration by the tiny network included in both): Ray's start-up, "
+                f"workers and per-task overhead add **{total - inside:.1f} core-ms per frame** "
+                f"({(total - inside) * frames / 1000:.1f} core-seconds for this film)",
+            ]
+    lines += [
+        "",
+        f"#### Cores one GPU needs (restoration rate {rate:.0f} face-frames/s: {rate_source})",
+        "",
+        "| film | face-frames per frame | frames/s per GPU | cores, detection on CPU "
+        "| cores, detection off the CPU |",
+        "|---|---|---|---|---|",
+    ]
+    for size, film_costs in per_film.items():
+        fps = rate / max(film_costs["face_share"], 1e-6)
+        lines.append(
+            f"| {size} | {film_costs['face_share']:.2f} | {fps:.0f} | "
+            f"{fps * film_costs['on_cpu'] / 1000:.1f} | "
+            f"{fps * film_costs['off_cpu'] / 1000:.1f} |"
+        )
+    emit(lines, args.out)
+
+
+if __name__ == "__main__":
+    main()
