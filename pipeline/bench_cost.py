@@ -436,8 +436,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     lines += [
         "",
-        f"#### The detector alone, core-ms per frame on the CPU ({args.detector_frames} frames, batches of 8; "
-        "shrinking included)",
+        f"#### The detector alone, core-ms per frame on the CPU ({args.detector_frames} frames, batches "
+        "of 8; shrinking included)",
         "",
         "| film | mobile0.25 at 640 | ResNet-50 at 640 (random weights) | ResNet-50 at 320 |",
         "|---|---|---|---|",

@@ -34,7 +34,8 @@ def test_cost_benchmark_measures_every_cpu_stage(shared_dir, tmp_path):
     bench_cost.main(["--footage", str(shared_dir / "footage"),
                      "--weights", str(shared_dir / "weights" / "retinaface_mobile0.25.pth"),
                      "--shot-frames", "4", "--sizes", "720p", "--presets", "ultrafast", "--no-ray",
-                     "--detector-frames", "8", "--work", str(tmp_path / "work"), "--out", str(out)])  # fmt: skip
+                     "--detector-frames", "8", "--work", str(tmp_path / "work"),
+                     "--out", str(out)])  # fmt: skip
     text = out.read_text()
     (row,) = [line for line in text.splitlines() if line.startswith("| 720p |") and line.count("|") == 12]
     costs = [float(cell) for cell in re.findall(r"\| ([0-9.]+)(?= \|)", row)[:9]]
