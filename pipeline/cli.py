@@ -275,7 +275,7 @@ def run_command(
     """
     from pipeline.lock import RunLockedError
     from pipeline.manifest import ManifestError, read_manifest
-    from pipeline.plan import format_plan, plan_archive
+    from pipeline.plan import dry_run_cluster, format_plan, format_speed, plan_archive
     from pipeline.run import SetupError, format_summary, run_manifest
 
     settings = load_cli_settings(config, overrides)
@@ -289,6 +289,10 @@ def run_command(
         with click.progressbar(length=len(manifest), label="planning", file=sys.stderr) as bar:
             plans = plan_archive(manifest, settings, progress=bar.update)
         click.echo("\n".join(format_plan(plans)))
+        try:
+            click.echo("\n".join(format_speed(plans, settings, dry_run_cluster(settings, address))))
+        except SetupError as error:
+            click.echo(f"this cluster could not run it: {error}")
         return
     click.echo(f"restoring {len(manifest)} videos into {output}", err=True)
     try:

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pipeline.config import Settings
+from pipeline.costs import frame_costs
 
 
 class SetupError(ValueError):
@@ -58,7 +59,8 @@ def plan_cluster(
 ) -> ClusterPlan:
     """Restoration on one GPU per actor when the cluster has GPUs (or `cluster.wait_for_gpus` with
     model.device=cuda), else on CPU actors; the CPU pools share the CPUs. Pool sizes of 0 in the
-    settings' cluster section are sized from `resources` (ray.cluster_resources()).
+    settings' cluster section are sized from `resources` (ray.cluster_resources()): the faces and encode
+    pools get the CPUs the GPU actors leave in proportion to their cost per frame (pipeline.costs).
 
     Every pool's minimum must be able to run at once, on the nodes as they are (`node_cpus`: the CPUs
     of each node; default one node with all of them): when one CPU per actor does not fit, the CPU
@@ -78,7 +80,6 @@ def plan_cluster(
     cpus = float(resources.get("CPU", 0))
     nodes = list(node_cpus) if node_cpus is not None else [cpus]
     on_gpu = model.device != "cpu" and (gpus > 0 or (model.device == "cuda" and cluster.wait_for_gpus))
-    spare = max(1, int(cpus) - gpus)
 
     def pools(small: bool) -> tuple[tuple[int, int], ...]:
         """(min, max) of faces, restore, encode; a max of 0 in the settings is sized from the cluster,
@@ -88,13 +89,18 @@ def plan_cluster(
             high = high or (low if small and on_cpus else max(1, automatic))
             return min(low, high), high
 
+        faces_share, encode_share = (int(spare * cost / costs.total) for cost in (costs.faces, costs.encode))
         return (
-            pool(cluster.faces_min_actors, cluster.faces_max_actors, spare // 2),
+            pool(cluster.faces_min_actors, cluster.faces_max_actors, faces_share),
             pool(cluster.restore_min_actors, cluster.restore_max_actors, gpus if on_gpu else 1, not on_gpu),
-            pool(cluster.encode_min_actors, cluster.encode_max_actors, spare // 4),
+            pool(cluster.encode_min_actors, cluster.encode_max_actors, encode_share),
         )
 
     detect_on_gpu = detection_on_gpu(face_settings, gpus, on_gpu)
+    # the CPU pools share the CPUs the GPU actors leave (a detector actor takes one) by their cost per
+    # frame at 1080p (pipeline.costs); probe tasks take the rest
+    spare = max(1, int(cpus) - gpus * (2 if detect_on_gpu else 1))
+    costs = frame_costs(settings, detect_on_gpu=detect_on_gpu) if settings else frame_costs(_defaults())
     faces, restore, encode = pools(small=False)
     if on_gpu and gpus and restore[0] > gpus:
         raise SetupError(
@@ -116,6 +122,12 @@ def plan_cluster(
         faces, restore, encode = pools(small=True)
     return ClusterPlan(gpus=gpus, cpus=cpus, faces_actors=faces, restore_actors=restore, encode_actors=encode,
                        restore_on_gpu=on_gpu, cpus_per_actor=share, detect_on_gpu=detect_on_gpu)  # fmt: skip
+
+
+def _defaults():
+    from pipeline.config import Settings
+
+    return Settings()
 
 
 def detection_on_gpu(faces, gpus: int, restore_on_gpu: bool) -> bool:

@@ -151,9 +151,10 @@ class ClusterSettings:
     actors as work arrives; a max of 0 sizes it from the cluster at the start of the run.
 
     Attributes:
-        faces_min_actors, faces_max_actors: face detection and alignment (0: half of the CPUs).
+        faces_min_actors, faces_max_actors: face detection and alignment (0: the CPUs' share by the
+            stage's cost per frame, pipeline.costs).
         restore_min_actors, restore_max_actors: DP-TempCoh (0: one per GPU; one without GPUs).
-        encode_min_actors, encode_max_actors: paste-back and encoding (0: a quarter of the CPUs).
+        encode_min_actors, encode_max_actors: paste-back and encoding (0: the CPUs' share by cost).
         wait_for_gpus: with model.device=cuda, schedule restoration on GPU actors even while the
             cluster has no GPU yet (an autoscaling cluster adds GPU nodes on demand); otherwise such
             a run is refused before it starts.

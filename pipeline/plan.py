@@ -20,7 +20,7 @@ def plan_video(video: Row, restorer: Restorer, sample_every_s: float = 1.0) -> R
     from pipeline.storage import local_copy
 
     plan = {"video_id": video["video_id"], "uri": video["uri"], "frames": 0, "fps": "", "duration_s": 0.0,
-            "clips": 0, "faces_estimate": 0, "error": ""}  # fmt: skip
+            "width": 0, "height": 0, "clips": 0, "faces_estimate": 0, "error": ""}  # fmt: skip
     try:
         with tempfile.TemporaryDirectory(prefix="dpt-plan-") as folder:
             plan.update(_plan_source(str(local_copy(video["uri"], folder)), restorer, sample_every_s))
@@ -46,6 +46,8 @@ def _plan_source(path: str, restorer: Restorer, sample_every_s: float) -> Row:
         "frames": info.frame_count,
         "fps": f"{info.frame_rate.numerator}/{info.frame_rate.denominator}",
         "duration_s": info.duration_s,
+        "width": info.width,
+        "height": info.height,
         "clips": len(clips),
         "faces_estimate": round(estimate),
     }
@@ -81,3 +83,39 @@ def format_plan(plans: list[Row]) -> list[str]:
         f"{sum(p['frames'] for p in ok)} frames, about {sum(p['faces_estimate'] for p in ok)} face-frames"
     )
     return lines
+
+
+def format_speed(plans: list[Row], settings: Settings, cluster_plan) -> list[str]:
+    """What the cluster of `cluster_plan` would make of these videos: each stage's frames a second and
+    the one that limits the run (pipeline.costs), for the archive's frame-weighted mix of sizes."""
+    from pipeline.costs import FrameCosts, format_throughput, frame_costs
+
+    ok = [plan for plan in plans if not plan["error"] and plan["frames"]]
+    frames = sum(plan["frames"] for plan in ok)
+    if not frames:
+        return []
+    on_gpu = cluster_plan.detect_on_gpu
+    parts = [(frame_costs(settings, plan["width"], plan["height"], on_gpu), plan["frames"]) for plan in ok]
+    mixed = FrameCosts(*(sum(getattr(cost, name) * count for cost, count in parts) / frames
+                         for name in ("probe", "faces", "encode")))  # fmt: skip
+    sizes = sorted({f"{plan['width']}x{plan['height']}" for plan in ok})
+    size = f"{sizes[0]} frames" if len(sizes) == 1 else f"frames of {len(sizes)} sizes"
+    face_share = sum(plan["faces_estimate"] for plan in ok) / frames
+    return format_throughput(cluster_plan, mixed, face_share, size, tiny=settings.model.name == "tiny")
+
+
+def dry_run_cluster(settings: Settings, address: str | None):
+    """The cluster plan a run would make: from the Ray cluster at `address` (or RAY_ADDRESS) when one
+    is given, otherwise from this machine's CPUs and GPUs (what the embedded Ray would declare), without
+    starting Ray."""
+    import os
+
+    from pipeline.cluster import cluster_address, connect, plan_cluster
+
+    if cluster_address(address):
+        return connect(settings, address)
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    cpus = float(os.cpu_count() or 1)
+    return plan_cluster({"CPU": cpus, "GPU": gpus}, settings, [cpus])

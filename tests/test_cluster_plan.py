@@ -17,9 +17,20 @@ def settings(*overrides: str):
 
 
 def test_pools_are_sized_from_the_cluster_by_default():
+    """16 CPUs and 2 GPUs: the GPUs' restoration and detector actors leave 12 CPUs, shared by the faces
+    and encode pools in proportion to their cost per frame (pipeline.costs); detection on the CPUs makes
+    the faces pool the larger."""
+    from pipeline.costs import frame_costs
+
     plan = plan_cluster({"CPU": 16, "GPU": 2}, settings())
-    assert plan.restore_on_gpu
-    assert (plan.faces_actors, plan.restore_actors, plan.encode_actors) == ((1, 7), (1, 2), (1, 3))
+    assert plan.restore_on_gpu and plan.detect_on_gpu
+    assert (plan.faces_actors, plan.restore_actors, plan.encode_actors) == ((1, 4), (1, 2), (1, 7))
+    costs = frame_costs(settings(), detect_on_gpu=True)
+    assert plan.faces_actors[1] / plan.encode_actors[1] == pytest.approx(costs.faces / costs.encode, rel=0.3)
+    resnet_on_cpus = settings("faces.device=cpu", "faces.detector=retinaface_resnet50")
+    on_cpus = plan_cluster({"CPU": 16, "GPU": 2}, resnet_on_cpus)
+    assert on_cpus.faces_actors[1] > on_cpus.encode_actors[1]
+    assert on_cpus.faces_actors[1] + on_cpus.encode_actors[1] <= 14
     plan = plan_cluster({"CPU": 4}, settings())
     assert not plan.restore_on_gpu and plan.restore_actors == (1, 1)
 
