@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # torch is installed only when the venv has none, so a user's own torch build is never replaced.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test lint bench bench-pipeline bench-archive bench-cost bench-gpu demo clean
+.PHONY: setup test lint bench bench-pipeline bench-archive bench-cost bench-gpu check-gpu demo clean
 
 setup:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,12 @@ bench-cost:
 
 bench-gpu:
 	$(PY) -m model.bench_gpu --out bench-results/model-gpu.md
+
+# On a GPU machine, a few minutes: the network's precisions, detection on the GPU against the CPU, a
+# smoke run with both on the GPU, a real out-of-memory back-off, NVENC. Tables for BENCHMARKS.md.
+check-gpu:
+	$(PY) -m pipeline.check_gpu --footage $(SHARED)/footage --weights $(SHARED)/weights/retinaface_mobile0.25.pth \
+		--out bench-results/check-gpu.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -38,16 +38,13 @@ from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
+from pipeline.costs import gpu_restoration_rate
 from pipeline.demo import DemoFilm, Face, Shot, render_film
 from pipeline.media import ffmpeg_exe
 
 RATE = Fraction(24000, 1001)
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
-# DP-TempCoh with encoder reuse, per restored face-frame (issue 12), and an H100's dense bf16 peak.
-TFLOP_PER_FACE_FRAME = 1.4
-H100_BF16_TFLOPS = 989.0
-ASSUMED_MFU = 0.4
 
 
 def cost_film(width: int, height: int, shot_frames: int) -> DemoFilm:
@@ -292,23 +289,6 @@ def ray_run_cpu(film: Path, settings, out: Path) -> tuple[float, float] | None:
     return used, wall
 
 
-# -- 4. the GPU's rate ------------------------------------------------------------------------------
-
-
-def restoration_rate(results: Path = Path("bench-results/model-gpu.md")) -> tuple[float, str]:
-    """Face-frames a second one GPU restores: from `make bench-gpu`'s table when there is one, else
-    the FLOP estimate."""
-    if results.is_file():
-        found = re.search(r"face-frames/s[^|]*\|[^\n]*?\|\s*([0-9.]+)\s*\|", results.read_text())
-        if found:
-            return float(found.group(1)), f"measured by `make bench-gpu` ({results})"
-    rate = H100_BF16_TFLOPS * ASSUMED_MFU / TFLOP_PER_FACE_FRAME
-    return rate, (
-        f"estimate, not measured: {TFLOP_PER_FACE_FRAME} TFLOP per face-frame at {ASSUMED_MFU:.0%} of "
-        f"an H100's {H100_BF16_TFLOPS:g} bf16 TFLOPS"
-    )
-
-
 # -- the report -------------------------------------------------------------------------------------
 
 
@@ -379,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"| {row['preset']} | {row['reencode_ms']:.1f} | {row['encode_ms']:.1f} | "
                 f"{row['decode_ms']:.1f} | {row['kbps']:.0f} | {row['psnr']:.2f} | {row['vmaf']:.2f} |"
             )
-    rate, rate_source = restoration_rate()
+    rate, rate_source = gpu_restoration_rate()
     lines += [
         "",
         "#### Stages, core-ms per source frame (tiny network; restoration is the GPU's and not counted)",

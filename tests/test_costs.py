@@ -43,3 +43,30 @@ def test_a_dry_run_prints_the_expected_speed_and_what_limits_it(demo_archive, sh
     assert result.exit_code == 0, result.output
     assert "CPU core-ms per frame: probe" in result.output
     assert "expected about" in result.output and "limited by" in result.output
+
+
+def test_the_gpu_rate_is_bench_gpus_best_bf16_row_when_measured_else_labelled_an_estimate(tmp_path):
+    from pipeline.costs import gpu_restoration_rate
+
+    table = tmp_path / "model-gpu.md"
+    table.write_text("### DP-TempCoh on NVIDIA H200: precisions and batch sizes (official)\n\n"
+                     "| engine | fp32 | 4 | 90.00 | 1 | 1% |\n| engine | bf16 | 1 | 120.50 | 1 | 1% |\n"
+                     "| engine | bf16 | 4 | 210.25 | 1 | 1% |\n")  # fmt: skip
+    assert gpu_restoration_rate(table) == (210.25, f"measured by `make bench-gpu` ({table})")
+    rate, source = gpu_restoration_rate(tmp_path / "absent.md")
+    assert 200 < rate < 300 and source.startswith("an estimate, not measured")
+    table.write_text(table.read_text().replace("(official)", "(tiny)"))
+    assert gpu_restoration_rate(table)[1].startswith("an estimate")
+
+
+@pytest.mark.gpu
+def test_check_gpu_passes_on_a_gpu(shared_dir, tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from pipeline import check_gpu
+
+    out = tmp_path / "check.md"
+    check_gpu.main(["--footage", str(shared_dir / "footage"), "--weights",
+                    str(shared_dir / "weights" / "retinaface_mobile0.25.pth"), "--out", str(out)])  # fmt: skip
+    assert "**FAIL**" not in out.read_text()
