@@ -57,6 +57,7 @@ TRUNCATION_MESSAGES = {
     "partial file": "ffmpeg: partial file",  # mov/mp4: a sample's bytes run past the end
     "File ended prematurely": "ffmpeg: file ended prematurely",  # Matroska/WebM
 }
+PACKET_FLAG_DISCARD = 0x4  # AV_PKT_FLAG_DISCARD, "F=0x4" in framecrc output
 # libav error codes (PyAV's `FFmpegError.errno`) in plain words.
 AV_ERRORS = {
     1094995529: "invalid data: the file is corrupt or truncated",  # AVERROR_INVALIDDATA
@@ -84,7 +85,8 @@ class VideoInfo:
         width, height: size in pixels of decoded frames (display orientation, rotation applied).
         frame_rate: exact frames per second as a fraction (Fraction(24000, 1001)); for a variable
             frame rate, the mean rate frame_count / duration, snapped to a standard rate within 0.1%.
-        frame_count: number of video frames (packets of the first video stream).
+        frame_count: number of video frames (packets of the first video stream, less those an edit
+            list discards), the frames read_frames and iter_frames number.
         duration_s: frame_count / frame_rate in seconds.
         rotation: counterclockwise display rotation from the stream's side data (0, 90, 180, 270).
         codec: video codec name ("h264").
@@ -374,7 +376,7 @@ class _FrameIndex:
     """Where the frames of a video stream lie, from one demuxing pass (nothing decoded).
 
     Attributes:
-        frame_count: video packets, as probe counts them.
+        frame_count: video packets, as probe counts them (packets an edit list discards excluded).
         pts: sorted presentation times (stream time base): frame i is shown at pts[i]; None when a packet
             has none or two share one, and frames are then numbered by counting from the first.
         keyframe_pts: sorted presentation times of the keyframes, where decoding can start after a seek.
@@ -413,6 +415,8 @@ def _frame_index(path: str, size: int, mtime_ns: int) -> _FrameIndex:
             for time in (packet.pts, packet.dts):
                 if time is not None and (latest is None or time > latest):
                     latest = time
+            if packet.is_discard:  # before an edit list's start: decoded for reference, never shown
+                continue
             pts.append(packet.pts)
             if packet.is_keyframe:
                 keyframe_pts.append(packet.pts)
@@ -597,15 +601,18 @@ def _video_stream_block(header: str) -> str | None:
 
 
 def _parse_framecrc(text: str) -> tuple[Fraction, list[tuple[int, int]]]:
-    """(time base, [(pts, duration)] per packet) from ffmpeg's framecrc output."""
+    """(time base, [(pts, duration)] per packet) from ffmpeg's framecrc output, leaving out packets
+    flagged discard: those before an edit list's start, which are decoded for reference but never shown."""
     timebase = Fraction(1, 1)
     packets = []
     for line in text.splitlines():
         if line.startswith("#tb 0:"):
             timebase = Fraction(line.split(":", 1)[1].strip())
         elif line and not line.startswith("#"):
-            fields = line.split(",")
-            packets.append((int(fields[2]), int(fields[3])))
+            fields = [field.strip() for field in line.split(",")]
+            flags = next((int(field[2:], 16) for field in fields[6:] if field.startswith("F=")), 0)
+            if not flags & PACKET_FLAG_DISCARD:
+                packets.append((int(fields[2]), int(fields[3])))
     return timebase, packets
 
 
