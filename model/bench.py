@@ -36,10 +36,10 @@ FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "footage" / "Garry_Ka
 def load_frames(count: int) -> tuple[np.ndarray, str]:
     """`count` BGR 512x512 frames of real footage when available."""
     if FOOTAGE.is_file():
-        import decord
+        from pipeline.media import probe, read_frames
 
-        reader = decord.VideoReader(str(FOOTAGE))
-        rgb = reader.get_batch([i % len(reader) for i in range(count)]).asnumpy()
+        clip = read_frames(FOOTAGE, 0, min(count, probe(FOOTAGE).frame_count))
+        rgb = clip[np.arange(count) % len(clip)]
         return np.ascontiguousarray(rgb[..., ::-1]), f"{FOOTAGE.name} frames 0-{count - 1}"
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, (count, 512, 512, 3), dtype=np.uint8), "uniform random frames (seed 0)"

@@ -68,7 +68,7 @@ def detect_cuts(
 ) -> list[int]:
     """Frames where a new shot starts (sorted, each in 1..frame_count-1), found on decoded frames.
 
-    Frames are decoded by decord at settings.analysis_width (aspect kept) and fed in order to a
+    Frames are decoded at settings.analysis_width (aspect kept) and fed in order to a
     PySceneDetect detector as BGR images.
     """
     detector = make_detector(settings)

@@ -8,6 +8,7 @@ import numpy as np
 from shared_data import shared_missing
 
 from pipeline.faces import FaceDetector, FaceSettings
+from pipeline.media import probe, read_frames
 
 MOBILE_WEIGHTS = "weights/retinaface_mobile0.25.pth"
 
@@ -38,8 +39,5 @@ def footage_paths(shared_dir: Path) -> list[Path]:
 
 def read_clip(path: Path, max_frames: int | None = None) -> np.ndarray:
     """TxHxWx3 uint8 RGB frames of a video file (its first max_frames frames)."""
-    import decord
-
-    reader = decord.VideoReader(str(path))
-    count = len(reader) if max_frames is None else min(len(reader), max_frames)
-    return reader.get_batch(range(count)).asnumpy()
+    count = probe(path).frame_count
+    return read_frames(path, 0, count if max_frames is None else min(count, max_frames))

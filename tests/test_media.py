@@ -1,4 +1,4 @@
-"""Probe, decode, encode and join videos with the real ffmpeg and decord."""
+"""Probe, decode, encode and join videos with the real ffmpeg and PyAV."""
 from __future__ import annotations
 
 import os
@@ -75,7 +75,6 @@ def test_probe_mp4_at_integer_rate_without_audio(tmp_path):
 
 @pytest.mark.parametrize("rotation", [90, 270])
 def test_rotated_video_decodes_upright_like_ffmpeg(tmp_path, rotation):
-    # (decord 0.6 mis-sizes rotated frames narrower than about 64 px, so this uses 128x96)
     path = make_video(tmp_path / "portrait.mp4", 3, size="128x96", rotation=rotation)
     info = probe(path)
     assert info.rotation == rotation
@@ -116,6 +115,45 @@ def test_read_frames_matches_batched_iteration(film):
     np.testing.assert_array_equal(np.concatenate([b for _, b in batches]), whole[5:33])
     np.testing.assert_array_equal(read_frames(film, 10, 12), whole[10:12])
     assert read_frames(film, 0, 40, width=32, height=24).shape == (40, 24, 32, 3)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".ts"])
+def test_a_range_in_the_middle_is_frame_exact_after_a_seek(tmp_path, suffix):
+    # GOPs of 12 frames with B-frames: frames 25..39 start mid-GOP, and decode order is not display order;
+    # MP4 seeks by decoding times, Matroska by presentation times, MPEG-TS by searching the file
+    path = make_video(tmp_path / f"gops{suffix}", 60, size="128x96", gop=12, b_frames=2)
+    assert decode_order_differs_from_display_order(path)
+    sequential = read_frames(path, 0, 60)
+    assert len({frame.tobytes() for frame in sequential}) == 60
+    np.testing.assert_array_equal(sequential, ffmpeg_decode(path, 128, 96))
+
+    np.testing.assert_array_equal(read_frames(path, 25, 40), sequential[25:40])
+    batches = list(iter_frames(path, 25, 40, batch=4))
+    assert [first for first, _ in batches] == [25, 29, 33, 37]
+    np.testing.assert_array_equal(np.concatenate([batch for _, batch in batches]), sequential[25:40])
+    np.testing.assert_array_equal(read_frames(path, 59, 60), sequential[59:])
+
+
+def test_iterating_a_whole_file_yields_the_frames_probe_counts(film, tmp_path):
+    gops = make_video(tmp_path / "gops.mp4", 60, size="128x96", gop=12, b_frames=2)
+    # a stream copy from 0.7 s keeps the frames from the keyframe at 0.48 s, which an edit list hides
+    cut = tmp_path / "cut.mp4"
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-ss", "0.7",
+                    "-i", str(gops), "-c", "copy", str(cut)], check=True)  # fmt: skip
+    shown = ffmpeg_decode(cut, 128, 96)
+    assert probe(cut).frame_count == len(shown) < 60 - 12
+    for path in (film, gops, cut):
+        batches = list(iter_frames(path, batch=16))
+        assert sum(len(batch) for _, batch in batches) == probe(path).frame_count
+    np.testing.assert_array_equal(np.concatenate([batch for _, batch in batches]), shown)
+
+
+def decode_order_differs_from_display_order(path: Path) -> bool:
+    import av
+
+    with av.open(str(path)) as container:
+        times = [packet.pts for packet in container.demux(video=0) if packet.size]
+    return times != sorted(times)
 
 
 def test_read_frames_outside_the_video(film):

@@ -20,11 +20,15 @@ def make_video(
     subtitles: bool = False,
     pix_fmt: str = "yuv420p",
     rotation: int = 0,
+    gop: int = 0,
+    b_frames: int = 0,
 ) -> Path:
     """Encode `frames` frames of an ffmpeg test pattern (testsrc, smptebars, ...) into `path`.
 
     audio: a 440 Hz tone as long as the video; subtitles: two SubRip cues (srt in .mkv, mov_text in
-    .mp4); rotation: display-matrix side data added by a stream copy (the pixels stay unrotated).
+    .mp4); rotation: display-matrix side data added by a stream copy (the pixels stay unrotated);
+    gop, b_frames: a keyframe every `gop` frames with up to `b_frames` B-frames between references
+    (0: the encoder's choice; ultrafast makes no B-frames).
     """
     seconds = float(frames / Fraction(rate))
     command = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
@@ -36,6 +40,10 @@ def make_video(
         srt.write_text(SUBTITLES)
         command += ["-i", str(srt)]
     command += ["-frames:v", str(frames), "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", pix_fmt]
+    if gop:
+        command += ["-g", str(gop)]
+    if b_frames:
+        command += ["-bf", str(b_frames)]
     if audio:
         command += ["-c:a", "aac"]
     if subtitles:

@@ -51,7 +51,7 @@ class DetectorWeightsError(RuntimeError):
 class FaceDetector:
     """RetinaFace (facexlib) over batches of same-sized frames.
 
-    Frames are RGB uint8 HxWx3, as decord decodes them; set `image_format="BGR"` on `detect` for
+    Frames are RGB uint8 HxWx3, as pipeline.media decodes them; set `image_format="BGR"` on `detect` for
     frames read with cv2. RetinaFace's weights were trained on BGR, so RGB frames are flipped here.
     """
 
