@@ -17,6 +17,13 @@ from frame 0 counts the frames the decoder gives; a range that starts later seek
 keyframe shown at or before its start and places frames by their presentation times, from a
 per-process cache of each video's packet times (one demuxing pass, nothing decoded).
 
+How frames flow through a run (each node decodes from its own copy of the source; decoded frames are
+never moved between processes, which costs more than decoding again: BENCHMARKS.md): scene analysis
+decodes each frame once, straight to 256 wide; the faces stage decodes each frame of a clip once at
+full size for the crops and, from the same decoded picture, a copy shrunk to faces.detect_max_side
+for the detector (`read_frames_with_preview`); paste and encode decode it at full size once more.
+So a full-size frame is decoded twice per run, and the detector reads a reduced-size decode.
+
 Why PyAV and not decord: every frame of a film is decoded at full size twice per run (faces, then
 paste and encode) and once small (scene analysis). Measured on a 2-core machine on a 1080p H.264
 clip (CPU time of all threads per frame): iterating full-size frames costs 4.1-5.0 core-ms with
@@ -440,16 +447,17 @@ def _check_range(path: str | Path, start: int, end: int, frame_count: int) -> No
 
 
 def _decoded_frames(
-    path: str | Path, index: _FrameIndex, start: int, end: int, width: int, height: int
+    path: str | Path, index: _FrameIndex, start: int, end: int, width: int, height: int, convert=None
 ) -> Iterator[np.ndarray]:
     """Frames start..end-1 in order, each HxWx3 uint8 RGB upright (valid until the next is asked for).
 
     From frame 0, or when timestamps cannot place frames, the decoder runs from the first frame and
     frames are numbered in the order it gives them (as ffmpeg numbers them). Otherwise it seeks to the
     last keyframe shown at or before frame `start` and numbers frames by their presentation times;
-    where a demuxer's seek lands past that keyframe (MPEG-TS), it tries earlier keyframes.
+    where a demuxer's seek lands past that keyframe (MPEG-TS), it tries earlier keyframes. `convert`
+    (default: _RGBConverter at width x height) makes what is yielded of each decoded frame.
     """
-    convert = _RGBConverter(width, height)
+    convert = convert or _RGBConverter(width, height)
     if start > 0 and index.pts is not None:
         for keyframe in _keyframes_before(index, start):
             try:
@@ -548,6 +556,53 @@ class _RGBConverter:
 
         turn = (cv2.ROTATE_90_COUNTERCLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_CLOCKWISE)[quarter_turns - 1]
         return cv2.rotate(rgb, turn)
+
+
+class _PreviewConverter:
+    """Decoded frames to (full-size RGB, RGB shrunk so the longest side is at most `max_side`), both from
+    the same decoded picture: the shrinking reads the decoder's own planes (area filter), not the RGB."""
+
+    def __init__(self, max_side: int) -> None:
+        self.max_side, self.full, self.small = max_side, _RGBConverter(0, 0), None
+
+    def __call__(self, frame) -> tuple[np.ndarray, np.ndarray]:
+        full = self.full(frame)
+        if self.small is None:
+            height, width = full.shape[:2]
+            scale = min(1.0, self.max_side / max(height, width)) if self.max_side > 0 else 1.0
+            self.scale = scale
+            self.small = _RGBConverter(max(1, round(width * scale)), max(1, round(height * scale)))
+        return full, (full if self.scale == 1.0 else self.small(frame))
+
+
+def read_frames_with_preview(
+    path: str | Path, start: int, end: int, max_side: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Frames [start, end) at full size and, from the same decode, shrunk so that their longest side is
+    at most `max_side` (0: not shrunk); the shrinking's scale (<= 1) is returned with them.
+
+    This is how the faces stage reads a clip: the detector looks at the shrunk frames, alignment cuts
+    the crops from the full-size ones, and each frame is decoded once for both."""
+    index = _checked_frame_index(path, 0, 0)
+    _check_range(path, start, end, index.frame_count)
+    if start == end:
+        empty = read_frames(path, start, end)
+        return empty, empty, 1.0
+    convert = _PreviewConverter(max_side)
+    with closing(_decoded_frames(path, index, start, end, 0, 0, convert=convert)) as pairs:
+        first_full, first_small = next(pairs)
+        full = np.empty((end - start, *first_full.shape), np.uint8)
+        small = full if first_small is first_full else np.empty((end - start, *first_small.shape), np.uint8)
+        full[0], small[0] = first_full, first_small
+        for offset in range(1, end - start):
+            frame, shrunk = next(pairs)
+            if frame.shape != full.shape[1:]:
+                raise MediaError(f"{path}: frame {start + offset} is {frame.shape[1]}x{frame.shape[0]}, not "
+                                 f"{full.shape[2]}x{full.shape[1]} like frame {start}: the size changes")
+            full[offset] = frame
+            if small is not full:
+                small[offset] = shrunk
+    return full, small, convert.scale
 
 
 def _take(frames: Iterator[np.ndarray], count: int, path: str | Path, first: int) -> np.ndarray:

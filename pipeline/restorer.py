@@ -171,16 +171,18 @@ class Restorer:
         return info, split_scenes(source, self.settings.scenes, info=info, progress=progress)
 
     def find_faces(
-        self, frames: np.ndarray, start: int = 0, clip: str = "0", align: bool = True
-    ) -> ClipFaces:
+        self, frames: np.ndarray, start: int = 0, clip: str = "0", align: bool = True,
+        shrunk: np.ndarray | None = None, scale: float = 1.0,
+    ) -> ClipFaces:  # fmt: skip
         """Detect, track and smooth the faces of a clip's frames (frame `start` of its video first), and
-        align the tracks to restore (unless `align` is False). In aligned mode each frame is the face:
-        one track covering the clip, resized to 512."""
+        align the tracks to restore (unless `align` is False). The detector reads `shrunk` (the frames
+        shrunk by `scale`) when given. In aligned mode each frame is the face: one track covering the
+        clip, resized to 512."""
         if self.aligned_mode:
             return _whole_frames(frames, start)
         from pipeline.faces import align_track, track_faces
 
-        tracks = track_faces(frames, self.detector, self.settings.faces, clip=clip)
+        tracks = track_faces(frames, self.detector, self.settings.faces, clip, shrunk=shrunk, scale=scale)
         summaries = [_summary(track, start) for track in tracks]
         aligned = {track.track_id: align_track(frames, track) for track in tracks if track.restore and align}
         return ClipFaces(tracks, summaries, aligned)

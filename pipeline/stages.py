@@ -299,10 +299,18 @@ class DetectFaces(Stage):
             self.restorer.detector  # noqa: B018 (loads the detector)
 
     def run_one(self, task: ClipTask) -> ClipTask:
-        from pipeline.media import read_frames
+        """One decode of the clip gives the full-size frames (for the crops) and, shrunk from the same
+        decoded pictures, the frames the detector reads (faces.detect_max_side)."""
+        from pipeline.media import read_frames, read_frames_with_preview
 
-        frames = read_frames(self.source(task), task.start, task.end)
-        faces = self.restorer.find_faces(frames, task.start, str(task.clip_index))
+        source = self.source(task)
+        if self.restorer.aligned_mode:
+            frames, shrunk, scale = read_frames(source, task.start, task.end), None, 1.0
+        else:
+            max_side = self.context.settings.faces.detect_max_side
+            frames, shrunk, scale = read_frames_with_preview(source, task.start, task.end, max_side)
+        clip = str(task.clip_index)
+        faces = self.restorer.find_faces(frames, task.start, clip, shrunk=shrunk, scale=scale)
         fault_point("faces", task.video_id)
         return replace(task, tracks_json=json.dumps(faces.summaries), tracks=len(faces.summaries),
                        faces=faces.face_frames, face_crops=pack_faces(faces.aligned))  # fmt: skip

@@ -213,3 +213,17 @@ def test_concat_without_a_source_and_missing_clips(film, tmp_path):
     assert info.frame_count == 10 and not info.has_audio
     with pytest.raises(MediaError, match=r"twice2\.mp4: clip .*gone\.mp4 does not exist"):
         concat_clips([clip, tmp_path / "gone.mp4"], tmp_path / "twice2.mp4")
+
+
+def test_frames_with_a_preview_come_from_one_decode_and_match_reading_each(tmp_path):
+    """The faces stage's read: full-size frames as read_frames gives them, and the same frames shrunk
+    to a longest side of 64 as a decode at that size gives them."""
+    from pipeline.media import read_frames_with_preview
+
+    path = make_video(tmp_path / "clip.mp4", 20, size="160x96")
+    full, small, scale = read_frames_with_preview(path, 5, 15, 64)
+    assert scale == pytest.approx(64 / 160)
+    np.testing.assert_array_equal(full, read_frames(path, 5, 15))
+    np.testing.assert_array_equal(small, read_frames(path, 5, 15, width=64, height=38))
+    same, same_small, one = read_frames_with_preview(path, 0, 3, 0)
+    assert one == 1.0 and same_small is same and same.shape == (3, 96, 160, 3)

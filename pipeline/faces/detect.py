@@ -121,9 +121,20 @@ class FaceDetector:
             detections.extend(self._detect_batch(batch, image_format))
         return detections
 
-    def _detect_batch(self, frames: np.ndarray, image_format: str) -> list[list[Detection]]:
+    def detect_shrunk(self, frames: np.ndarray | Sequence[np.ndarray], scale: float) -> list[list[Detection]]:
+        """Find the faces in RGB frames that were shrunk by `scale` already (the faces stage decodes them
+        so, pipeline.media.read_frames_with_preview); returns them in source-frame pixels."""
+        detections: list[list[Detection]] = []
+        for start in range(0, len(frames), self.batch_size):
+            batch = np.stack(frames[start : start + self.batch_size])
+            detections.extend(self._detect_batch(batch, "RGB", shrunk_by=scale))
+        return detections
+
+    def _detect_batch(
+        self, frames: np.ndarray, image_format: str, shrunk_by: float | None = None
+    ) -> list[list[Detection]]:
         height, width = frames.shape[1:3]
-        scale = detection_scale(height, width, self.max_side)
+        scale = detection_scale(height, width, self.max_side) if shrunk_by is None else 1.0
         with torch.inference_mode():
             batch = to_detector_input(frames, scale, self.device, bgr=image_format == "BGR")
             boxes, landmarks, frame_of = run_retinaface(
@@ -131,6 +142,7 @@ class FaceDetector:
             )
         found: list[list[Detection]] = [[] for _ in frames]
         boxes, landmarks, frame_of = boxes.cpu().numpy(), landmarks.cpu().numpy(), frame_of.cpu().numpy()
+        scale = scale if shrunk_by is None else shrunk_by
         for i in range(len(frames)):
             mine = frame_of == i
             found[i] = _to_detections(boxes[mine], landmarks[mine], scale)

@@ -70,8 +70,6 @@ class RemoteDetector:
     def detect(
         self, frames: np.ndarray | Sequence[np.ndarray], image_format: str = "RGB"
     ) -> list[list[Detection]]:
-        import ray
-
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format={image_format!r}: use 'RGB' or 'BGR'")
         if len(frames) == 0:
@@ -80,6 +78,15 @@ class RemoteDetector:
         shrunk = np.stack([resize_for_detection(frame, scale) for frame in frames])
         if image_format == "BGR":
             shrunk = np.ascontiguousarray(shrunk[..., ::-1])
+        return self.detect_shrunk(shrunk, scale)
+
+    def detect_shrunk(self, frames: np.ndarray | Sequence[np.ndarray], scale: float) -> list[list[Detection]]:
+        """The faces of RGB frames shrunk by `scale` already, in source-frame pixels."""
+        import ray
+
+        if len(frames) == 0:
+            return []
+        shrunk = np.stack(frames)
         service = random.choice(self.services)
         calls = [service.detect.remote(shrunk[i : i + FRAMES_PER_CALL])
                  for i in range(0, len(shrunk), FRAMES_PER_CALL)]  # fmt: skip

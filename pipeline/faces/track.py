@@ -84,20 +84,28 @@ def track_faces(
     detector: Detector,
     settings: FaceSettings | None = None,
     clip: str = "",
+    shrunk: np.ndarray | None = None,
+    scale: float = 1.0,
 ) -> list[Track]:
     """Detect and track the faces of one scene clip.
 
     Arguments:
         frames: TxHxWx3 uint8 RGB frames of the clip (a sequence of HxWx3 works too).
-        detector: a FaceDetector (anything with its `detect(frames) -> list[list[Detection]]`).
+        detector: a FaceDetector (anything with its `detect(frames) -> list[list[Detection]]`, and
+            `detect_shrunk(frames, scale)` when `shrunk` is given).
         settings: detection, tracking and smoothing thresholds; FaceSettings() if None.
         clip: id written into each Track.
+        shrunk: the same frames shrunk by `scale` for the detector (decoded so); None: the detector
+            shrinks `frames` itself.
     Returns:
         the clip's tracks in order of first appearance, those not to restore included and marked.
     """
     settings = settings or FaceSettings()
     frame_indices = detection_frame_indices(len(frames), settings.detect_every)
-    detections = detector.detect([frames[i] for i in frame_indices])
+    if shrunk is not None:
+        detections = detector.detect_shrunk([shrunk[i] for i in frame_indices], scale)
+    else:
+        detections = detector.detect([frames[i] for i in frame_indices])
     return build_tracks(dict(zip(frame_indices, detections, strict=True)), settings, clip)
 
 
