@@ -288,7 +288,8 @@ class VideoWriter:
                 f"got {frames.dtype} {frames.shape}"
             )
         try:
-            self._process.stdin.write(np.ascontiguousarray(frames).tobytes())
+            # the array's own buffer: no 6 MB copy per 1080p frame on the way into the pipe
+            self._process.stdin.write(memoryview(np.ascontiguousarray(frames)).cast("B"))
         except (BrokenPipeError, ValueError):
             self._process.wait()
             raise MediaError(f"{self.path}: ffmpeg stopped while encoding: {self._errors()}") from None
