@@ -658,6 +658,9 @@ def _video_stream_block(header: str) -> str | None:
     return None
 
 
+NO_TIMESTAMP = -(2**63)  # AV_NOPTS_VALUE
+
+
 def _parse_framecrc(text: str) -> tuple[Fraction, list[tuple[int, int]]]:
     """(time base, [(pts, duration)] per packet) from ffmpeg's framecrc output, leaving out packets
     flagged discard: those before an edit list's start, which are decoded for reference but never shown."""
@@ -670,7 +673,8 @@ def _parse_framecrc(text: str) -> tuple[Fraction, list[tuple[int, int]]]:
             fields = [field.strip() for field in line.split(",")]
             flags = next((int(field[2:], 16) for field in fields[6:] if field.startswith("F=")), 0)
             if not flags & PACKET_FLAG_DISCARD:
-                packets.append((int(fields[2]), int(fields[3])))
+                pts = int(fields[2])  # AVI and raw streams may give none: the decode time stands in
+                packets.append((int(fields[1]) if pts == NO_TIMESTAMP else pts, int(fields[3])))
     return timebase, packets
 
 

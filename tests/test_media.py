@@ -227,3 +227,17 @@ def test_frames_with_a_preview_come_from_one_decode_and_match_reading_each(tmp_p
     np.testing.assert_array_equal(small, read_frames(path, 5, 15, width=64, height=38))
     same, same_small, one = read_frames_with_preview(path, 0, 3, 0)
     assert one == 1.0 and same_small is same and same.shape == (3, 96, 160, 3)
+
+
+def test_an_avi_whose_packets_carry_no_presentation_times_is_probed_and_decoded(tmp_path):
+    """MPEG-4 Part 2 with B-frames in AVI: ffmpeg gives no pts for some packets (their decode times
+    stand in), which once made the frame rate 1/0."""
+    from pipeline.media import ffmpeg_exe
+
+    path = tmp_path / "packed.avi"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
+                    "-frames:v", "30", "-c:v", "mpeg4", "-bf", "2", str(path)], check=True)  # fmt: skip
+    info = probe(path)
+    assert (info.frame_count, info.frame_rate) == (30, Fraction(25))
+    assert read_frames(path, 0, 30).shape == (30, 120, 160, 3)
+    assert sum(len(frames) for _, frames in iter_frames(path, 10, 30, batch=8)) == 20
