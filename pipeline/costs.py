@@ -16,19 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REFERENCE_PIXELS = 1920 * 1080
-# core-ms per 1080p source frame, `make bench-cost` (BENCHMARKS.md, 2026-12-01, 2 cores)
-PROBE_MS = 4.8  # scene analysis: a full decode scaled to 256 wide
-FACES_MS = 24.4  # the faces stage less detection: full decode, tracking, smoothing, alignment, packing
-SHRINK_MS = 4.8  # shrinking frames for the detector (the faces actor's part when detection is on a GPU)
-DECODE_PASTE_MS = 30.0  # the encode actor's decode and paste-back, before the encoder
-ASSEMBLE_MS = 1.1
-# the encoder alone (libx264 at CRF 18, 1080p), by preset
-ENCODER_MS = {"ultrafast": 8.0, "superfast": 12.0, "veryfast": 19.7, "faster": 28.0, "fast": 36.0,
-              "medium": 48.2, "slow": 80.0, "slower": 160.0, "veryslow": 320.0, "placebo": 900.0}  # fmt: skip
-X265_FACTOR = 3.0  # libx265 against libx264 at the same preset (rough)
-NVENC_MS = 4.0  # NVENC: the CPU side of feeding the hardware encoder (frame conversion and copy)
-# each detector's network and decoding on the CPU at a 640 longest side (ResNet-50: random weights)
-DETECTOR_MS_AT_640 = {"retinaface_mobile0.25": 16.4, "retinaface_resnet50": 577.0}
+# core-ms per 1080p source frame, `make bench-cost` (BENCHMARKS.md, 2026-12-01, 2 cores, PyAV decoding)
+PROBE_MS = 3.6  # scene analysis: a decode straight to 256 wide
+FACES_MS = 13.0  # the faces stage less detection: full decode, tracking, smoothing, alignment, packing
+SHRINK_MS = 1.0  # the decoder's shrunk copy for the detector (the faces actor's part with detection on a GPU)
+DECODE_PASTE_MS = 31.3  # the encode actor less the encoder: decode, paste-back, frames to ffmpeg
+ASSEMBLE_MS = 0.2
+# the encoder alone (libx264 at CRF 18, 1080p) by preset; slow and beyond: extrapolated, not measured
+ENCODER_MS = {"ultrafast": 5.9, "superfast": 12.0, "veryfast": 16.4, "faster": 27.4, "fast": 33.3,
+              "medium": 37.8, "slow": 60.0, "slower": 120.0, "veryslow": 240.0, "placebo": 700.0}  # fmt: skip
+X265_FACTOR = 3.0  # libx265 against libx264 at the same preset (rough, not measured)
+NVENC_MS = 4.0  # NVENC: the CPU side of feeding the hardware encoder (not measured: no such GPU here)
+# each detector's network and decoding on the CPU at a 640 longest side, 1080p frames (ResNet-50:
+# random weights, the same arithmetic as the release weights)
+DETECTOR_MS_AT_640 = {"retinaface_mobile0.25": 23.2, "retinaface_resnet50": 434.0}
 # DP-TempCoh with encoder reuse, per restored face-frame, and an H100's dense bf16 peak (issue 12)
 TFLOP_PER_FACE_FRAME = 1.4
 H100_BF16_TFLOPS = 989.0
