@@ -229,24 +229,13 @@ def _timed(function: Callable, costs: dict, key: str) -> Callable:
 def detector_ms(film: Path, name: str, weights: str | None, max_side: int, frames: int = 48) -> float:
     """CPU core-ms per frame of one detector's network and decoding on the film's frames (random weights
     for ResNet-50, which has none offline: the cost is the same)."""
-    import torch
+    import numpy as np
 
-    from pipeline.faces.detect import FaceDetector, build_retinaface
+    from pipeline.faces.detect import FaceDetector
     from pipeline.media import read_frames
 
     sample = read_frames(film, 0, frames)
-    detector = FaceDetector.__new__(FaceDetector)
-    detector.name, detector.max_side, detector.batch_size = name, max_side, 8
-    detector.score_threshold, detector.nms_threshold = 0.8, 0.4
-    detector.device, detector.half = torch.device("cpu"), False
-    if weights:
-        detector.model = build_retinaface(name, weights, detector.device)
-    else:
-        from facexlib.detection.retinaface import RetinaFace
-
-        detector.model = RetinaFace(network_name=name.removeprefix("retinaface_"), half=False).eval()
-    import numpy as np
-
+    detector = FaceDetector(name, weights, max_side=max_side, random_weights=weights is None)
     with np.errstate(over="ignore", invalid="ignore"):  # random weights find absurd boxes
         detector.detect(sample[:8])  # warm-up
         costs: dict = {}

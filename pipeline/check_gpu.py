@@ -97,12 +97,8 @@ def detection(device: str, footage: Path, weights: Path) -> list[str]:
     big = np.concatenate([frames] * 2)  # 96 frames
     for name, path in (("retinaface_mobile0.25", weights), ("retinaface_resnet50", None)):
         for where in dict.fromkeys((device, "cpu")):
-            detector = FaceDetector.__new__(FaceDetector)
-            detector.name, detector.max_side, detector.batch_size = name, 640, 32
-            detector.score_threshold, detector.nms_threshold = 0.8, 0.4
-            detector.device = torch.device(where)
-            detector.half = detector.device.type == "cuda"
-            detector.model = _model(name, path, detector.device)
+            detector = FaceDetector(name, path, max_side=640, batch_size=32, device=where,
+                                    random_weights=path is None)  # fmt: skip
             sample = big if where != "cpu" else big[:32]
             with np.errstate(over="ignore", invalid="ignore"):
                 detector.detect(sample[:32])  # warm-up
@@ -114,18 +110,6 @@ def detection(device: str, footage: Path, weights: Path) -> list[str]:
                     torch.cuda.synchronize()
             lines.append(f"| {name} | {where} | {(time.perf_counter() - started) * 1000 / len(sample):.2f} |")
     return lines
-
-
-def _model(name: str, weights: Path | None, device):
-    from pipeline.faces.detect import build_retinaface
-
-    if weights is not None:
-        return build_retinaface(name, weights, device)
-    from facexlib.detection.retinaface import RetinaFace
-
-    return (
-        RetinaFace(network_name=name.removeprefix("retinaface_"), half=False, device=device).to(device).eval()
-    )
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

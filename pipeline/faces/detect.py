@@ -67,6 +67,7 @@ class FaceDetector:
         batch_size: int = 8,
         device: str | torch.device = "cpu",
         half: bool | None = None,
+        random_weights: bool = False,
     ) -> None:
         """
         Arguments:
@@ -79,6 +80,8 @@ class FaceDetector:
             device: torch device to run on.
             half: on a GPU, run the network under float16 autocast (decoding and NMS stay float32);
                 None: on a GPU, yes. The CPU always runs float32.
+            random_weights: the network untrained, `weights` ignored: for benchmarks of its cost (the
+                same arithmetic as trained weights; ResNet-50's are not available offline).
         """
         self.name = name
         self.max_side = max_side
@@ -87,7 +90,9 @@ class FaceDetector:
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.half = self.device.type == "cuda" if half is None else half
-        self.model = build_retinaface(name, weights, self.device)
+        self.model = untrained_retinaface(name, self.device) if random_weights else build_retinaface(
+            name, weights, self.device
+        )
 
     @classmethod
     def from_settings(cls, settings: FaceSettings, device: str | torch.device = "cpu") -> FaceDetector:
@@ -305,6 +310,16 @@ def build_retinaface(name: str, weights: str | Path | None, device: torch.device
             f"detector weights {weights} do not fit {name}: set faces.detector to the RetinaFace variant "
             f"these weights were trained for ({' or '.join(DETECTOR_NAMES)}).\n{error}"
         ) from error
+    return model.to(device).eval()
+
+
+def untrained_retinaface(name: str, device: torch.device) -> torch.nn.Module:
+    """facexlib's RetinaFace `name` with its initial (random) weights, in eval mode on `device`."""
+    from facexlib.detection.retinaface import RetinaFace
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = RetinaFace(network_name=name.removeprefix("retinaface_"), half=False, device=device)
     return model.to(device).eval()
 
 
