@@ -560,27 +560,31 @@ class _RGBConverter:
 
 
 class _PreviewConverter:
-    """Decoded frames to (full-size RGB, RGB shrunk so the longest side is at most `max_side`), both from
-    the same decoded picture: the shrinking reads the decoder's own planes (area filter), not the RGB."""
+    """Decoded frames to full-size RGB, keeping beside each (in `shrunk`) its copy shrunk so the longest
+    side is at most `max_side`, both from the same decoded picture: the shrinking reads the decoder's
+    own planes (area filter), not the RGB."""
 
     def __init__(self, max_side: int) -> None:
         self.max_side, self.full, self.small = max_side, _RGBConverter(0, 0), None
+        self.scale, self.shrunk = 1.0, []
 
-    def __call__(self, frame) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, frame) -> np.ndarray:
         full = self.full(frame)
         if self.small is None:
             height, width = full.shape[:2]
-            scale = min(1.0, self.max_side / max(height, width)) if self.max_side > 0 else 1.0
-            self.scale = scale
-            self.small = _RGBConverter(max(1, round(width * scale)), max(1, round(height * scale)))
-        return full, (full if self.scale == 1.0 else self.small(frame))
+            self.scale = min(1.0, self.max_side / max(height, width)) if self.max_side > 0 else 1.0
+            self.small = _RGBConverter(max(1, round(width * self.scale)), max(1, round(height * self.scale)))
+        if self.scale < 1.0:
+            self.shrunk.append(self.small(frame))
+        return full
 
 
 def read_frames_with_preview(
     path: str | Path, start: int, end: int, max_side: int
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Frames [start, end) at full size and, from the same decode, shrunk so that their longest side is
-    at most `max_side` (0: not shrunk); the shrinking's scale (<= 1) is returned with them.
+    at most `max_side` (0: not shrunk; the full-size frames are returned twice); the shrinking's scale
+    (<= 1) is returned with them.
 
     This is how the faces stage reads a clip: the detector looks at the shrunk frames, alignment cuts
     the crops from the full-size ones, and each frame is decoded once for both."""
@@ -590,20 +594,9 @@ def read_frames_with_preview(
         empty = read_frames(path, start, end)
         return empty, empty, 1.0
     convert = _PreviewConverter(max_side)
-    with closing(_decoded_frames(path, index, start, end, 0, 0, convert=convert)) as pairs:
-        first_full, first_small = next(pairs)
-        full = np.empty((end - start, *first_full.shape), np.uint8)
-        small = full if first_small is first_full else np.empty((end - start, *first_small.shape), np.uint8)
-        full[0], small[0] = first_full, first_small
-        for offset in range(1, end - start):
-            frame, shrunk = next(pairs)
-            if frame.shape != full.shape[1:]:
-                raise MediaError(f"{path}: frame {start + offset} is {frame.shape[1]}x{frame.shape[0]}, not "
-                                 f"{full.shape[2]}x{full.shape[1]} like frame {start}: the size changes")
-            full[offset] = frame
-            if small is not full:
-                small[offset] = shrunk
-    return full, small, convert.scale
+    with closing(_decoded_frames(path, index, start, end, 0, 0, convert=convert)) as frames:
+        full = _take(frames, end - start, path, start)
+    return full, (np.stack(convert.shrunk) if convert.shrunk else full), convert.scale
 
 
 def _take(frames: Iterator[np.ndarray], count: int, path: str | Path, first: int) -> np.ndarray:
