@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.config import NVENC_CODECS
+
 REFERENCE_PIXELS = 1920 * 1080
 # core-ms per 1080p source frame, `make bench-cost` (BENCHMARKS.md, 2026-12-01, 2 cores, PyAV decoding)
 PROBE_MS = 3.6  # scene analysis: a decode straight to 256 wide
@@ -61,12 +63,12 @@ def frame_costs(settings, width: int = 1920, height: int = 1080, detect_on_gpu: 
         side = longest if faces.detect_max_side <= 0 else min(longest, faces.detect_max_side)
         # the detector's pixels against a 640 x 360 input
         detect_scale = (side / 640) ** 2 * (shortest / longest) / (360 / 640)
-        detection = DETECTOR_MS_AT_640[faces.detector] * detect_scale / faces.detect_every
-        if detect_on_gpu:
-            detection = 0.0
+        detection = 0.0
+        if not detect_on_gpu:
+            detection = DETECTOR_MS_AT_640[faces.detector] * detect_scale / faces.detect_every
         faces_ms = FACES_MS * scale + SHRINK_MS * scale + detection
     encode = settings.encode
-    if encode.codec.endswith("_nvenc"):
+    if encode.codec in NVENC_CODECS:
         encoder = NVENC_MS
     else:
         encoder = ENCODER_MS[encode.preset] * (X265_FACTOR if encode.codec == "libx265" else 1.0)
@@ -77,8 +79,8 @@ def frame_costs(settings, width: int = 1920, height: int = 1080, detect_on_gpu: 
 def gpu_restoration_rate(results: Path = Path("bench-results/model-gpu.md")) -> tuple[float, str]:
     """Face-frames a second one GPU restores, and where the figure comes from: the best bf16 row of
     `make bench-gpu`'s table when it has been run here (official network), otherwise the FLOP estimate."""
-    if results.is_file() and "(official)" in results.read_text():
-        table = results.read_text()
+    table = results.read_text() if results.is_file() else ""
+    if "(official)" in table:
         rows = re.findall(r"^\| engine \| bf16 \| \d+ \| ([0-9.]+) \|", table, flags=re.MULTILINE)
         if rows:
             return max(map(float, rows)), f"measured by `make bench-gpu` ({results})"

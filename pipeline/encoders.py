@@ -23,18 +23,8 @@ def encoder_args(encode: EncodeSettings) -> list[str]:
     """ffmpeg's output options for the video encoder: CRF and preset for x264/x265; for NVENC its
     constant-quality mode at the same level (-rc vbr -cq N, no bitrate cap) and its p1..p7 preset."""
     if encode.codec in NVENC_CODECS:
-        return [
-            "-c:v",
-            encode.codec,
-            "-preset",
-            encode.preset,
-            "-rc",
-            "vbr",
-            "-cq",
-            str(encode.crf),
-            "-b:v",
-            "0",
-        ]
+        return ["-c:v", encode.codec, "-preset", encode.preset, "-rc", "vbr", "-cq", str(encode.crf),
+                "-b:v", "0"]  # fmt: skip
     return ["-c:v", encode.codec, "-crf", str(encode.crf), "-preset", encode.preset]
 
 
@@ -46,23 +36,9 @@ def check_encoder(encode: EncodeSettings) -> None:
     """
     from pipeline.media import ffmpeg_exe
 
-    command = [
-        ffmpeg_exe(),
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-nostdin",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=s=256x256:r=25:d=0.2",
-        *encoder_args(encode),
-        "-pix_fmt",
-        encode.pix_fmt,
-        "-f",
-        "null",
-        "-",
-    ]
+    command = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-f", "lavfi",
+               "-i", "testsrc2=s=256x256:r=25:d=0.2", *encoder_args(encode), "-pix_fmt", encode.pix_fmt,
+               "-f", "null", "-"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         lines = [line.split("] ", 1)[-1] for line in result.stderr.strip().splitlines()]
