@@ -70,12 +70,8 @@ def plan_cluster(
         SetupError: the pools' minimum does not fit even at a quarter CPU per actor, or asks for more
             GPU actors than the cluster has GPUs.
     """
-    from pipeline.config import ClusterSettings, ModelSettings
-    from pipeline.faces.settings import FaceSettings
-
-    cluster = settings.cluster if settings else ClusterSettings()
-    model = settings.model if settings else ModelSettings()
-    face_settings = settings.faces if settings else FaceSettings()
+    settings = settings or Settings()
+    cluster, model = settings.cluster, settings.model
     gpus = int(resources.get("GPU", 0))
     cpus = float(resources.get("CPU", 0))
     nodes = list(node_cpus) if node_cpus is not None else [cpus]
@@ -96,11 +92,11 @@ def plan_cluster(
             pool(cluster.encode_min_actors, cluster.encode_max_actors, encode_share),
         )
 
-    detect_on_gpu = detection_on_gpu(face_settings, gpus, on_gpu)
+    detect_on_gpu = detection_on_gpu(settings.faces, gpus, on_gpu)
     # the CPU pools share the CPUs the GPU actors leave (a detector actor takes one) by their cost per
     # frame at 1080p (pipeline.costs); probe tasks take the rest
     spare = max(1, int(cpus) - gpus * (2 if detect_on_gpu else 1))
-    costs = frame_costs(settings, detect_on_gpu=detect_on_gpu) if settings else frame_costs(_defaults())
+    costs = frame_costs(settings, detect_on_gpu=detect_on_gpu)
     faces, restore, encode = pools(small=False)
     if on_gpu and gpus and restore[0] > gpus:
         raise SetupError(
@@ -122,12 +118,6 @@ def plan_cluster(
         faces, restore, encode = pools(small=True)
     return ClusterPlan(gpus=gpus, cpus=cpus, faces_actors=faces, restore_actors=restore, encode_actors=encode,
                        restore_on_gpu=on_gpu, cpus_per_actor=share, detect_on_gpu=detect_on_gpu)  # fmt: skip
-
-
-def _defaults():
-    from pipeline.config import Settings
-
-    return Settings()
 
 
 def detection_on_gpu(faces, gpus: int, restore_on_gpu: bool) -> bool:

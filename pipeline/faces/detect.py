@@ -139,15 +139,16 @@ class FaceDetector:
         self, frames: np.ndarray, image_format: str, shrunk_by: float | None = None
     ) -> list[list[Detection]]:
         height, width = frames.shape[1:3]
-        scale = detection_scale(height, width, self.max_side) if shrunk_by is None else 1.0
+        # frames shrunk already go in as they are; their detections are scaled back all the same
+        scale = detection_scale(height, width, self.max_side) if shrunk_by is None else shrunk_by
         with torch.inference_mode():
-            batch = to_detector_input(frames, scale, self.device, bgr=image_format == "BGR")
+            shrink = scale if shrunk_by is None else 1.0
+            batch = to_detector_input(frames, shrink, self.device, bgr=image_format == "BGR")
             boxes, landmarks, frame_of = run_retinaface(
                 self.model, batch, self.score_threshold, self.nms_threshold, half=self.half
             )
         found: list[list[Detection]] = [[] for _ in frames]
         boxes, landmarks, frame_of = boxes.cpu().numpy(), landmarks.cpu().numpy(), frame_of.cpu().numpy()
-        scale = scale if shrunk_by is None else shrunk_by
         for i in range(len(frames)):
             mine = frame_of == i
             found[i] = _to_detections(boxes[mine], landmarks[mine], scale)
