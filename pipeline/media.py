@@ -1,10 +1,17 @@
-"""Video files in and out: probe (ffmpeg), decode (PyAV), encode and concat/mux (ffmpeg).
+"""Video files in and out: probe and decode (PyAV), encode and concat/mux (ffmpeg).
 
-There is no ffprobe: `probe` runs one `ffmpeg -i FILE -map 0:V:0 -c copy -f framecrc -` pass, which
-reads the container's stream lines from stderr and one line per video packet (timestamp, duration)
-from stdout without decoding anything. That gives an exact frame count and an exact rational frame
-rate (24000/1001, not 23.98). A file that ends inside its video data (a cut-short copy) is refused
-as truncated rather than described by the frames that happen to be there.
+`probe` reads the container's header through PyAV (streams, codec, size, pixel format) and demuxes
+the video stream once, decoding only its first frame (for the display rotation): the packets'
+timestamps and durations give an exact frame count and an exact rational frame rate (24000/1001, not
+23.98). That pass is also the per-process index of frame times that decoding uses (below), so a
+process that probes a video and then decodes it reads its packets once. It replaced one
+`ffmpeg -f framecrc` pass whose log was parsed, and costs less (BENCHMARKS.md, issue 12: 38-40
+core-ms for a 960-frame 1080p film against 51-58, and 39 against 67-74 with the decoders' index).
+A file that ends inside its video data (a cut-short copy) is refused as truncated rather than
+described by the frames that happen to be there, from the container's own structure: its index
+(MP4's sample table) lists packets past the file's end, the file is shorter than its Matroska
+elements' sizes say, or an MP4 lacks its index (the moov box, written last). Other causes are told
+from the file's first bytes (empty, text) and its streams (audio only), never from libav's log.
 
 Variable frame rate (phones): every frame is kept and decoded once, but the pipeline writes constant
 rate video, so such a source is described, and its output written, at its mean rate
@@ -43,7 +50,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -59,12 +66,10 @@ STANDARD_RATES = tuple(
                  "60000/1001", "60", "100", "120000/1001", "120", "15", "12", "20", "10")
 )
 
-# What ffmpeg's demuxers say when a file ends in the middle of its packets.
-TRUNCATION_MESSAGES = {
-    "partial file": "ffmpeg: partial file",  # mov/mp4: a sample's bytes run past the end
-    "File ended prematurely": "ffmpeg: file ended prematurely",  # Matroska/WebM
-}
-PACKET_FLAG_DISCARD = 0x4  # AV_PKT_FLAG_DISCARD, "F=0x4" in framecrc output
+# First bytes of a Matroska/WebM file (EBML header) and the id of its Segment, whose declared size says
+# where the file should end.
+EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+MATROSKA_SEGMENT = b"\x18\x53\x80\x67"
 # libav error codes (PyAV's `FFmpegError.errno`) in plain words.
 AV_ERRORS = {
     1094995529: "invalid data: the file is corrupt or truncated",  # AVERROR_INVALIDDATA
@@ -92,10 +97,11 @@ class VideoInfo:
         width, height: size in pixels of decoded frames (display orientation, rotation applied).
         frame_rate: exact frames per second as a fraction (Fraction(24000, 1001)); for a variable
             frame rate, the mean rate frame_count / duration, snapped to a standard rate within 0.1%.
-        frame_count: number of video frames (packets of the first video stream, less those an edit
-            list discards), the frames read_frames and iter_frames number.
+        frame_count: number of video frames (packets of the first video stream that is not cover art,
+            less those an edit list discards), the frames read_frames and iter_frames number.
         duration_s: frame_count / frame_rate in seconds.
-        rotation: counterclockwise display rotation from the stream's side data (0, 90, 180, 270).
+        rotation: counterclockwise display rotation from the stream's side data (0, 90, 180, 270), as
+            its first decoded frame carries it.
         codec: video codec name ("h264").
         pix_fmt: source pixel format ("yuv420p", "yuv420p10le").
         bit_depth: bits per sample of pix_fmt (8, 10, 12, 16).
@@ -147,50 +153,19 @@ def ffmpeg_exe() -> str:
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Describe a video file from one stream-copy pass of ffmpeg (nothing is decoded).
+    """Describe a video file from its container's header and one demuxing pass over its video packets
+    (PyAV), decoding only its first frame, for the display rotation.
+
+    The pass is the one decoding needs anyway (the per-process frame index): probing a video and then
+    decoding it in the same process demuxes it once.
 
     Raises:
         MediaError: the file is missing, unreadable, empty, not a video (text, audio only, unknown
             data) or truncated; the message names the file and the cause in plain words.
     """
     path = Path(path)
-    head = _read_head(path)
-    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path),
-               "-map", "0:V:0", "-c", "copy", "-f", "framecrc", "-"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    header = result.stderr.split("\nOutput #0", 1)[0]
-    stream = _video_stream_block(header)
-    if result.returncode != 0 or stream is None:
-        raise MediaError(f"{path}: {_why_not_a_video(head, header, result.stderr)}")
-    timebase, packets = _parse_framecrc(result.stdout)
-    if not packets:
-        raise MediaError(f"{path}: the video stream holds no frames")
-    truncation = _truncation_message(result.stderr)
-    if truncation:
-        raise MediaError(f"{path}: truncated: the file ends within its video data, at frame {len(packets)} "
-                         f"({_declared_duration(header)}{truncation}); an interrupted copy or recording?")
-    width, height = _stream_size(stream, path)
-    rotation = _stream_rotation(stream)
-    if rotation in (90, 270):
-        width, height = height, width
-    variable = _variable_frame_rate(packets)
-    frame_rate = _frame_rate(timebase, packets, _header_rate(stream), path, variable)
-    pix_fmt = _stream_pix_fmt(stream)
-    return VideoInfo(
-        path=str(path),
-        width=width,
-        height=height,
-        frame_rate=frame_rate,
-        frame_count=len(packets),
-        duration_s=float(len(packets) / frame_rate),
-        rotation=rotation,
-        codec=stream.split(": Video: ", 1)[1].split()[0].rstrip(","),
-        pix_fmt=pix_fmt,
-        bit_depth=_bit_depth(pix_fmt),
-        audio_streams=len(re.findall(r"Stream #0:\d+\S*: Audio:", header)),
-        subtitle_streams=len(re.findall(r"Stream #0:\d+\S*: Subtitle:", header)),
-        variable_frame_rate=variable,
-    )
+    _read_head(path)
+    return _scanned(path).info
 
 
 def read_frames(path: str | Path, start: int, end: int, width: int = 0, height: int = 0) -> np.ndarray:
@@ -397,6 +372,14 @@ class _FrameIndex:
     keyframe_pts: np.ndarray
 
 
+@dataclass(frozen=True)
+class _Scan:
+    """A video's probe and its frame index, both from one demuxing pass."""
+
+    info: VideoInfo
+    index: _FrameIndex
+
+
 class _SeekMissed(Exception):
     """Decoding after a seek did not lead to the wanted frame by its timestamp."""
 
@@ -406,40 +389,98 @@ def _checked_frame_index(path: str | Path, width: int, height: int) -> _FrameInd
         raise MediaError(f"{path}: video file not found")
     if (width > 0) != (height > 0):
         raise MediaError(f"{path}: give both width and height to decode at another size, or neither")
-    stat = Path(path).stat()
-    return _frame_index(str(path), stat.st_size, stat.st_mtime_ns)
+    return _scanned(Path(path)).index
+
+
+def _scanned(path: Path) -> _Scan:
+    stat = path.stat()
+    return _scan(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=FRAME_INDEX_CACHE_SIZE)
-def _frame_index(path: str, size: int, mtime_ns: int) -> _FrameIndex:
-    """Demux the video stream once (size and mtime_ns key the cache, so a rewritten file is read again).
+def _scan(path: str, size: int, mtime_ns: int) -> _Scan:
+    """Read the header and demux the video stream once, decoding only the first frame (size and mtime_ns
+    key the cache, so a rewritten file is read again).
 
-    Raises MediaError for a file that ends within its video data: the container's index (MP4's sample
-    table, Matroska's cues) lists packets after the last one read.
+    Packets an edit list discards (before its start: decoded for reference, never shown) are not frames;
+    a packet without a presentation time (AVI, raw streams) is timed by its decoding time. Raises
+    MediaError for a file that ends before its container says it does: the index (MP4's sample table)
+    lists packets after the last one read, or the file is shorter than its Matroska elements say.
     """
+    import av
+
     with _opened_video(path, "reading its video packets") as (container, stream):
-        pts, keyframe_pts, latest = [], [], None
+        stream.codec_context.thread_count = 1  # one frame to decode: no threads to start
+        packets, keyframe_pts, latest, rotation, undecoded = [], [], None, None, None
         for packet in container.demux(stream):
             if packet.size == 0:  # the empty packet that ends the stream
                 continue
             for time in (packet.pts, packet.dts):
                 if time is not None and (latest is None or time > latest):
                     latest = time
-            if packet.is_discard:  # before an edit list's start: decoded for reference, never shown
+            if rotation is None:
+                try:
+                    rotation = next((frame.rotation for frame in stream.decode(packet)), None)
+                except av.error.InvalidDataError as error:  # a damaged packet: a later one may decode
+                    undecoded = error
+            if packet.is_discard:
                 continue
-            pts.append(packet.pts)
+            time = packet.pts if packet.pts is not None else packet.dts
+            packets.append((packet.pts, time, packet.duration or 0))
             if packet.is_keyframe:
                 keyframe_pts.append(packet.pts)
+        if not packets:
+            raise MediaError(f"{path}: the video stream holds no frames")
+        if rotation is None:
+            rotation = next((frame.rotation for frame in stream.decode(None)), None)  # the decoder's delay
         entries = stream.index_entries
         indexed_end = entries[len(entries) - 1].timestamp if len(entries) else None
-    if not pts:
-        raise MediaError(f"{path}: the video stream holds no frames")
-    if indexed_end is not None and latest is not None and indexed_end > latest:
-        raise MediaError(f"{path}: truncated: the file ends within its video data, after {len(pts)} frames; "
-                         "an interrupted copy or recording?")
+        truncation = _truncation(path, size, indexed_end, latest)
+        if truncation:
+            seconds = (container.duration or 0) / 1e6  # AV_TIME_BASE units
+            declared = f"the container declares {seconds:.2f} s; " if seconds else ""
+            raise MediaError(f"{path}: truncated: the file ends within its video data, after {len(packets)} "
+                             f"frames ({declared}{truncation}); an interrupted copy or recording?")
+        if rotation is None:
+            cause = _av_cause(undecoded) if undecoded else "the file is corrupt"
+            raise MediaError(f"{path}: no decodable video: none of its {len(packets)} video packets decodes "
+                             f"to a frame: {cause}")
+        info = _stream_info(path, container, stream, [(time, duration) for _, time, duration in packets])
+    info = _turned(info, round(rotation) % 360)
+    pts = [time for time, _, _ in packets]
     if None in pts or len(set(pts)) < len(pts):
-        return _FrameIndex(len(pts), None, np.zeros(0, np.int64))
-    return _FrameIndex(len(pts), np.sort(np.array(pts, np.int64)), np.sort(np.array(keyframe_pts, np.int64)))
+        return _Scan(info, _FrameIndex(len(pts), None, np.zeros(0, np.int64)))
+    index = _FrameIndex(len(pts), np.sort(np.array(pts, np.int64)), np.sort(np.array(keyframe_pts, np.int64)))
+    return _Scan(info, index)
+
+
+def _stream_info(path: str, container, stream, packets: list[tuple[int | None, int]]) -> VideoInfo:
+    """The VideoInfo of a stream from its codec parameters and its packets' (time, duration), before its
+    display rotation is known (rotation 0)."""
+    codec = stream.codec_context
+    if not codec.width or not codec.height:
+        raise MediaError(f"{path}: the video stream declares no frame size; the file is corrupt")
+    timed = [(time, duration) for time, duration in packets if time is not None]
+    variable = _variable_frame_rate(timed)
+    rates = (stream.average_rate, stream.guessed_rate)  # ffmpeg's "fps", then its guess ("tbr")
+    header = next((_snap_rate(float(rate)) for rate in rates if rate), None)
+    frame_rate = _frame_rate(stream.time_base or Fraction(1), timed, header, path, variable)
+    pix_fmt = codec.pix_fmt or "unknown"
+    return VideoInfo(
+        path=path,
+        width=codec.width,
+        height=codec.height,
+        frame_rate=frame_rate,
+        frame_count=len(packets),
+        duration_s=float(len(packets) / frame_rate),
+        rotation=0,
+        codec=codec.codec.canonical_name,
+        pix_fmt=pix_fmt,
+        bit_depth=_bit_depth(pix_fmt),
+        audio_streams=len(container.streams.audio),
+        subtitle_streams=len(container.streams.subtitles),
+        variable_frame_rate=variable,
+    )
 
 
 def _check_range(path: str | Path, start: int, end: int, frame_count: int) -> None:
@@ -616,18 +657,21 @@ def _take(frames: Iterator[np.ndarray], count: int, path: str | Path, first: int
 @contextmanager
 def _opened_video(path: str | Path, action: str):
     """(container, first video stream that is not cover art) set to decode with threads; PyAV's errors
-    while opening or during `action` become MediaErrors naming the file."""
+    while opening or during `action` become MediaErrors naming the file and the cause."""
     import av
 
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as error:
-        raise MediaError(f"{path}: cannot open it as a video: {_av_cause(error)}") from None
+        raise MediaError(f"{path}: {_why_not_a_video(Path(path), error)}") from None
     try:
         cover_art = av.stream.Disposition.attached_pic
         stream = next((s for s in container.streams.video if not s.disposition & cover_art), None)
         if stream is None:
-            raise MediaError(f"{path}: not a video: no video stream")
+            kinds = Counter("cover picture" if s.disposition & cover_art else s.type
+                            for s in container.streams)  # fmt: skip
+            held = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())) or "none"
+            raise MediaError(f"{path}: not a video: no video stream (streams in the file: {held})")
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = DECODE_THREADS
         yield container, stream
@@ -637,84 +681,15 @@ def _opened_video(path: str | Path, action: str):
         container.close()
 
 
-def _video_stream_block(header: str) -> str | None:
-    """The first non-cover-art video stream line of `ffmpeg -i` stderr, with its indented lines."""
-    lines = header.splitlines()
-    for i, line in enumerate(lines):
-        if re.search(r"Stream #0:\d+\S*: Video: ", line) and "(attached pic)" not in line:
-            block = [line]
-            for follow in lines[i + 1:]:
-                if "Stream #" in follow or not follow.startswith("    "):
-                    break
-                block.append(follow)
-            return "\n".join(block)
-    return None
-
-
-NO_TIMESTAMP = -(2**63)  # AV_NOPTS_VALUE
-
-
-def _parse_framecrc(text: str) -> tuple[Fraction, list[tuple[int, int]]]:
-    """(time base, [(pts, duration)] per packet) from ffmpeg's framecrc output, leaving out packets
-    flagged discard: those before an edit list's start, which are decoded for reference but never shown."""
-    timebase = Fraction(1, 1)
-    packets = []
-    for line in text.splitlines():
-        if line.startswith("#tb 0:"):
-            timebase = Fraction(line.split(":", 1)[1].strip())
-        elif line and not line.startswith("#"):
-            fields = [field.strip() for field in line.split(",")]
-            flags = next((int(field[2:], 16) for field in fields[6:] if field.startswith("F=")), 0)
-            if not flags & PACKET_FLAG_DISCARD:
-                pts = int(fields[2])  # AVI and raw streams may give none: the decode time stands in
-                packets.append((int(fields[1]) if pts == NO_TIMESTAMP else pts, int(fields[3])))
-    return timebase, packets
-
-
-def _stream_size(stream: str, path: Path) -> tuple[int, int]:
-    match = re.search(r", (\d+)x(\d+)", stream)
-    if not match:
-        raise MediaError(f"{path}: could not read the frame size from ffmpeg's stream line: {stream}")
-    return int(match.group(1)), int(match.group(2))
-
-
-def _stream_rotation(stream: str) -> int:
-    match = re.search(r"display ?matrix: rotation of (-?[\d.]+) degrees", stream, re.IGNORECASE)
-    return int(round(float(match.group(1)))) % 360 if match else 0
-
-
-def _stream_pix_fmt(stream: str) -> str:
-    fields = _top_level_fields(stream.split(": Video: ", 1)[1])
-    return fields[1].split("(")[0].strip() if len(fields) > 1 else "unknown"
-
-
-def _top_level_fields(text: str) -> list[str]:
-    """Split on commas outside parentheses: 'h264 (High), yuv420p(tv, bt709), 64x64' -> 3 fields."""
-    fields, depth, current = [], 0, []
-    for char in text:
-        depth += (char == "(") - (char == ")")
-        if char == "," and depth == 0:
-            fields.append("".join(current).strip())
-            current = []
-        else:
-            current.append(char)
-    fields.append("".join(current).strip())
-    return fields
+def _turned(info: VideoInfo, rotation: int) -> VideoInfo:
+    """`info` with its display rotation: a quarter turn swaps the decoded frames' width and height."""
+    width, height = (info.height, info.width) if rotation in (90, 270) else (info.width, info.height)
+    return replace(info, rotation=rotation, width=width, height=height)
 
 
 def _bit_depth(pix_fmt: str) -> int:
     match = re.search(r"p(\d+)(le|be)?$", pix_fmt)
     return int(match.group(1)) if match else 8
-
-
-def _header_rate(stream: str) -> Fraction | None:
-    for unit in ("fps", "tbr"):
-        match = re.search(rf"([\d.]+)(k?) {unit}", stream)
-        if match:
-            value = float(match.group(1)) * (1000 if match.group(2) else 1)
-            if value > 0:
-                return _snap_rate(value)
-    return None
 
 
 def _frame_rate(
@@ -791,22 +766,88 @@ def _read_head(path: Path, size: int = 512) -> bytes:
     return head
 
 
-def _why_not_a_video(head: bytes, header: str, stderr: str) -> str:
-    """Plain words for a file ffmpeg found no video in, from its first bytes and ffmpeg's messages."""
-    streams = re.findall(r"Stream #0:\d+\S*: (\w+):", header)
-    if "Input #0" in header:
-        kinds = Counter(kind.lower() for kind in streams)
-        held = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())) or "none"
-        return f"not a video: no video stream (streams in the file: {held})"
+def _why_not_a_video(path: Path, error: Exception) -> str:
+    """Plain words for a file PyAV cannot open, from its first bytes and its layout."""
+    head = _read_head(path)  # missing, unreadable or empty: said as such
     if _looks_like_text(head):
         first_line = head.decode("utf-8", errors="replace").strip().splitlines()[0][:40]
         return f"a text file, not a video: no decodable video (it begins {first_line!r})"
-    if head[4:8] == b"ftyp" and "moov atom not found" in stderr:
+    if head[4:8] == b"ftyp" and b"moov" not in _mp4_boxes(path):
         return ("truncated: an MP4 without its index (moov atom not found), which is written last: "
                 "an interrupted copy or recording?")  # fmt: skip
-    if "Permission denied" in stderr:
-        return "permission denied: ffmpeg may not read the file; give the run's user read access"
-    return f"no decodable video: ffmpeg cannot read it as a video: {_last_lines(stderr)}"
+    return f"no decodable video: cannot open it as a video: {_av_cause(error)}"
+
+
+def _mp4_boxes(path: Path) -> list[bytes]:
+    """The types of an MP4's top-level boxes (ftyp, moov, mdat, ...), as far as the file holds them."""
+    kinds = []
+    with path.open("rb") as file:
+        while len(header := file.read(8)) == 8:
+            size, kind = int.from_bytes(header[:4], "big"), header[4:]
+            kinds.append(kind)
+            if size == 1:  # a 64-bit size follows the type
+                size = int.from_bytes(file.read(8), "big") - 8
+            if size < 8:  # 0: the box runs to the end of the file
+                break
+            file.seek(size - 8, os.SEEK_CUR)
+    return kinds
+
+
+def _truncation(path: str, size: int, indexed_end: int | None, latest: int | None) -> str:
+    """Why a file ends before its container says it does, or "": its index lists packets after the last
+    one read (MP4's sample table), or it is shorter than its Matroska elements' sizes say."""
+    if indexed_end is not None and latest is not None and indexed_end > latest:
+        return "its index lists video packets after the last one the file holds"
+    end = _matroska_end(path)
+    if end is not None and end > size:
+        return f"the file holds {size} bytes where its Matroska structure runs to {end}"
+    return ""
+
+
+def _matroska_end(path: str) -> int | None:
+    """Where a Matroska/WebM file should end: where its Segment ends as declared, or, for a Segment of
+    unknown size (a live recording's), where the last element in it ends; None when it is not Matroska
+    or a size it needs is unknown."""
+    with open(path, "rb") as file:
+        if file.read(len(EBML_MAGIC)) != EBML_MAGIC:
+            return None
+        _, size, start = _ebml_element(file, 0)
+        if size is None:
+            return None
+        element, size, start = _ebml_element(file, start + size)
+        if element != MATROSKA_SEGMENT:
+            return None
+        if size is not None:
+            return start + size
+        position, file_size = start, os.fstat(file.fileno()).st_size
+        while position < file_size:  # clusters, cues, tags: each with its size
+            _, size, start = _ebml_element(file, position)
+            if size is None:
+                return None
+            position = start + size
+        return position
+
+
+def _ebml_element(file, position: int) -> tuple[bytes, int | None, int]:
+    """(id, size of its data or None when unknown, where its data starts) of the EBML element at
+    `position` of an open file."""
+    file.seek(position)
+    head = file.read(12)
+    id_length = 9 - head[0].bit_length() if head else 9  # leading zeros + 1
+    if id_length > 4:
+        return b"", None, position
+    size, start = _ebml_number(head, id_length)
+    return head[:id_length], size, position + start
+
+
+def _ebml_number(data: bytes, position: int) -> tuple[int | None, int]:
+    """(value, position after it) of the EBML variable-length size at `position`; value None for an unknown
+    size (all value bits set) or bytes that hold no size."""
+    length = 9 - data[position].bit_length() if position < len(data) else 9  # leading zeros + 1
+    if length > 8 or position + length > len(data):
+        return None, position
+    value = int.from_bytes(data[position:position + length], "big") & ((1 << 7 * length) - 1)
+    return (None if value == (1 << 7 * length) - 1 else value), position + length
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -818,18 +859,6 @@ def _looks_like_text(head: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return bool(text) and all(char.isprintable() or char in "\t\n\r\f" for char in text)
-
-
-def _truncation_message(stderr: str) -> str:
-    return next((words for message, words in TRUNCATION_MESSAGES.items() if message in stderr), "")
-
-
-def _declared_duration(header: str) -> str:
-    match = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", header)
-    if not match:
-        return ""
-    hours, minutes, seconds = match.groups()
-    return f"the container declares {int(hours) * 3600 + int(minutes) * 60 + float(seconds):.2f} s; "
 
 
 def _av_cause(error: Exception) -> str:

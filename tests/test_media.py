@@ -241,3 +241,102 @@ def test_an_avi_whose_packets_carry_no_presentation_times_is_probed_and_decoded(
     assert (info.frame_count, info.frame_rate) == (30, Fraction(25))
     assert read_frames(path, 0, 30).shape == (30, 120, 160, 3)
     assert sum(len(frames) for _, frames in iter_frames(path, 10, 30, batch=8)) == 20
+
+
+def ffmpeg_decoded_count(path: Path) -> int:
+    """Frames the ffmpeg command line decodes from the first video stream, each once (no rate conversion)."""
+    command = [ffmpeg_exe(), "-loglevel", "error", "-i", str(path), "-map", "0:v:0",
+               "-fps_mode", "passthrough", "-f", "framecrc", "-"]  # fmt: skip
+    lines = subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()
+    return sum(1 for line in lines if line and not line.startswith("#"))
+
+
+def edit_listed(folder: Path) -> Path:
+    """An MP4 cut by stream copy at 0.7 s: it keeps the frames from the keyframe at 0.48 s, which its edit
+    list hides."""
+    gops = make_video(folder / "gops.mp4", 60, size="128x96", gop=12, b_frames=2)
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-ss", "0.7",
+                    "-i", str(gops), "-c", "copy", str(folder / "cut.mp4")], check=True)  # fmt: skip
+    return folder / "cut.mp4"
+
+
+def variable_rate(folder: Path) -> Path:
+    from bad_inputs import phone_video
+
+    return phone_video(make_video(folder / "source.mp4", 20, size="128x192", rate="20"), folder / "phone.mp4")
+
+
+def avi_without_pts(folder: Path) -> Path:
+    path = folder / "packed.avi"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
+                    "-frames:v", "30", "-c:v", "mpeg4", "-bf", "2", str(path)], check=True)  # fmt: skip
+    return path
+
+
+def live_matroska(folder: Path) -> Path:
+    """Matroska written to a pipe, as a live recorder writes it: its segment's size is unknown."""
+    path = folder / "live.mkv"
+    with path.open("wb") as out:
+        subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25",
+                        "-frames:v", "45", "-c:v", "libx264", "-preset", "ultrafast", "-g", "10",
+                        "-f", "matroska", "-"], stdout=out, check=True)  # fmt: skip
+    return path
+
+
+def mpeg_ts(folder: Path) -> Path:
+    return make_video(folder / "gops.ts", 50, size="128x96", gop=12, b_frames=2)
+
+
+TRICKY = {"edit_listed": edit_listed, "variable_rate": variable_rate, "avi_without_pts": avi_without_pts,
+          "live_matroska": live_matroska, "mpeg_ts": mpeg_ts}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", TRICKY)
+def test_probe_counts_the_frames_a_full_decode_gives(tmp_path, kind):
+    """Probing reads packets, not pictures: its count must be what ffmpeg and our decoders each give."""
+    path = TRICKY[kind](tmp_path)
+    count = probe(path).frame_count
+    assert count == ffmpeg_decoded_count(path) > 0
+    assert sum(len(batch) for _, batch in iter_frames(path, batch=16)) == count
+
+
+def test_probing_and_decoding_read_the_packets_once(film):
+    """The probe's demuxing pass is the decoders' frame index: a process that probes a film and then
+    decodes it demuxes it once."""
+    from pipeline.media import _scan
+
+    _scan.cache_clear()
+    info = probe(film)
+    read_frames(film, 10, 20)
+    assert (_scan.cache_info().misses, info.frame_count) == (1, 40)
+
+
+def test_a_cut_live_matroska_is_refused_as_truncated(tmp_path):
+    """Without a declared segment size, the last cluster's own size says that the file ends inside it."""
+    path = live_matroska(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(MediaError, match=r"live\.mkv: truncated: .*Matroska structure runs to \d+"):
+        probe(path)
+
+
+def test_a_file_without_video_says_which_streams_it_holds(tmp_path):
+    path = tmp_path / "song.m4a"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "sine=duration=1", "-f", "lavfi",
+                    "-i", "color=red:size=32x32", "-frames:v", "1", "-map", "0", "-map", "1", "-c:a", "aac",
+                    "-c:v", "png", "-disposition:v", "attached_pic", str(path)], check=True)  # fmt: skip
+    with pytest.raises(MediaError, match=r"song\.m4a: not a video: no video stream \(streams in the file: "
+                                         r"1 audio, 1 cover picture\)"):  # fmt: skip
+        probe(path)
+
+
+def test_a_video_whose_packets_hold_noise_is_refused_at_probe(tmp_path):
+    """An intact MP4 index over random bytes: every packet is there, none decodes."""
+    path = make_video(tmp_path / "noise.mp4", 10)
+    data = bytearray(path.read_bytes())
+    box = data.index(b"mdat") - 4  # the box's 32-bit size, then its type
+    end = box + int.from_bytes(data[box:box + 4], "big")
+    data[box + 8:end] = np.random.default_rng(1).integers(0, 256, end - box - 8, np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    with pytest.raises(MediaError, match=r"noise\.mp4: no decodable video: none of its 10 video packets"):
+        probe(path)
