@@ -109,6 +109,24 @@ TRACKS_SCHEMA = pa.schema(
         _field("restored", pa.bool_(), "whether DP-TempCoh restored the track", REQUIRED),
         _field("skip_reason", pa.string(), "why the track was not restored; empty when restored"),
         _field("mean_score", SCORE, "mean detector score over the frames where it was detected"),
+        # temporal stability (pipeline.faces.stability), null unless restored: 0..255 grey levels over
+        # the face ellipse of 128x128 copies of the aligned crops
+        _field("warp_error_before", pa.float32(), "temporal warping error of the input crops: mean abs "
+               "difference over the face mask of each crop warped onto the next with dense optical flow "
+               "(OpenCV DIS), 0-255; null unless restored"),
+        _field("warp_error_after", pa.float32(), "the same for the restored crops, warped with the input's "
+               "flows (lower than before: restoration steadied the face; higher: it flickers)"),
+        _field("change_before", pa.float32(), "mean frame-to-frame abs change of the input crops over the "
+               "face mask, 0-255 (motion included)"),
+        _field("change_after", pa.float32(), "mean frame-to-frame abs change of the restored crops, 0-255"),
+        _field("landmark_jitter", pa.float32(), "mean frame-to-frame motion of the smoothed landmarks, in "
+               "template (512 px) pixels; null in aligned mode"),
+        _field("psnr_restored", pa.float32(), "PSNR of the restored vs the input crops over the track (dB): "
+               "how much restoration changed the face"),
+        _field("worst_frame", FRAME, "video frame of the track's least stable frame (largest warp error "
+               "after)"),
+        _field("worst_stretch_start", FRAME, "first video frame of the least stable stretch (16 frames, "
+               "the flipbook's)"),
     ]
 )
 """tracks.parquet: one summary row per face track (per-frame boxes are in `dpt-batch faces` reports)."""

@@ -131,6 +131,7 @@ def compact_catalog(output: str, video_ids: Sequence[str], manifest: pd.DataFram
             part = _read_part(output, table, name)
             if part is None:
                 continue
+            part = _with_columns(part, schema)
             part = part.append_column("_part", pa.array(np.full(len(part), index, dtype=np.int32)))
             joined = part.join(wanted, "video_id", join_type="inner")
             kept.append(joined.filter(pc.equal(joined["_part"], joined["_latest"])).select([*schema.names,
@@ -162,6 +163,15 @@ def _latest_parts(output: str, videos_parts: Sequence[str]) -> pa.Table:
         return pa.table({"video_id": pa.array([], pa.string()), "_latest": pa.array([], pa.int32())})
     latest = pa.concat_tables(ids).group_by("video_id").aggregate([("_part", "max")])
     return latest.rename_columns(["video_id", "_latest"])
+
+
+def _with_columns(part: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A part with the schema's columns that it lacks added as nulls: parts written by an older version
+    (before tracks had stability metrics, say) compact beside today's."""
+    for field in schema:
+        if field.name not in part.column_names:
+            part = part.append_column(field.name, pa.nulls(len(part), field.type))
+    return part
 
 
 def _read_part(output: str, table: str, name: str, columns: list[str] | None = None) -> pa.Table | None:

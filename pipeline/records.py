@@ -86,6 +86,9 @@ class ClipTask(Record):
         tracks_json: the clip's track summaries (catalog/tracks.parquet rows without ids), as JSON.
         face_crops: aligned crops to restore (pipeline.artifacts.pack_faces), carried through Ray's
             object store; b"" once consumed or if none. Never recorded.
+        face_flows: optical flows of the input crops (pipeline.faces.stability.pack_flows), from the
+            faces stage to the restore stage, which measures the restored crops with them; b"" once
+            consumed or if none. Never recorded.
         restored_crops: restored crops to paste; b"" once consumed or if none. Never recorded.
         segment: the clip's encoded .mp4 once encoded: in the output's storage during a run
             (OUT/state/segments/...), else in the scratch folder.
@@ -124,6 +127,7 @@ class ClipTask(Record):
     faces: int = 0
     tracks_json: str = "[]"
     face_crops: bytes = field(default=b"", repr=False)
+    face_flows: bytes = field(default=b"", repr=False)
     restored_crops: bytes = field(default=b"", repr=False)
     segment: str = ""
     frames_out: int = 0
@@ -160,7 +164,7 @@ class ClipTask(Record):
     def recorded(self) -> dict[str, Any]:
         """The row to record (pipeline.state): everything but the crops in flight."""
         row = self.to_row()
-        del row["face_crops"], row["restored_crops"]
+        del row["face_crops"], row["face_flows"], row["restored_crops"]
         return row
 
     def track_summaries(self) -> list[dict[str, Any]]:

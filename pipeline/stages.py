@@ -31,6 +31,7 @@ from pathlib import Path
 
 from pipeline.artifacts import SEGMENT, clip_artifact, local_source, pack_faces, unpack_faces
 from pipeline.context import RunContext
+from pipeline.faces.stability import pack_flows, unpack_flows
 from pipeline.faults import fault_point
 from pipeline.records import ClipTask, Record, VideoTask
 from pipeline.restorer import Restorer, encode_settings_for
@@ -312,8 +313,25 @@ class DetectFaces(Stage):
         clip = str(task.clip_index)
         faces = self.restorer.find_faces(frames, task.start, clip, shrunk=shrunk, scale=scale)
         fault_point("faces", task.video_id)
-        return replace(task, tracks_json=json.dumps(faces.summaries), tracks=len(faces.summaries),
-                       faces=faces.face_frames, face_crops=pack_faces(faces.aligned))  # fmt: skip
+        summaries, flows = self.measured(faces)
+        return replace(task, tracks_json=json.dumps(summaries), tracks=len(summaries),
+                       faces=faces.face_frames, face_crops=pack_faces(faces.aligned),
+                       face_flows=pack_flows(flows))  # fmt: skip
+
+    @staticmethod
+    def measured(faces) -> tuple[list[dict], dict]:
+        """The track summaries with the before-metrics of each track to restore
+        (pipeline.faces.stability), and track id -> its input flows, which the restore stage reuses."""
+        from pipeline.faces.stability import measure_input
+
+        tracks = {track.track_id: track for track in faces.tracks}
+        summaries, flows = {summary["track_id"]: dict(summary) for summary in faces.summaries}, {}
+        for track_id, aligned in faces.aligned.items():
+            track = tracks.get(track_id)  # none in aligned mode: no landmarks
+            landmarks = None if track is None else track.smoothed_landmarks
+            metrics, flows[track_id] = measure_input(aligned.crops, landmarks, aligned.affines)
+            summaries[track_id].update(metrics)
+        return list(summaries.values()), flows
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -359,9 +377,34 @@ class RestoreFaces(Stage):
         faces = {(i, track): face for i, clip in enumerate(loaded) for track, face in clip.items()}
         restored = self.restorer.restore_faces(faces)
         fault_point("restore", tasks[0].video_id)
-        return [replace(task, face_crops=b"", restored_crops=pack_faces(
-                    {track: face for (j, track), face in restored.items() if j == i}))
-                for i, task in enumerate(tasks)]  # fmt: skip
+        outputs = []
+        for i, task in enumerate(tasks):
+            mine = {track: face for (j, track), face in restored.items() if j == i}
+            outputs.append(replace(task, face_crops=b"", face_flows=b"", restored_crops=pack_faces(mine),
+                                   tracks_json=json.dumps(self.assessed(task, loaded[i], mine))))  # fmt: skip
+        return outputs
+
+    def assessed(self, task: ClipTask, inputs: dict, restored: dict) -> list[dict]:
+        """The clip's track summaries with the after-metrics of each restored track (PSNR, warping
+        error through the input's flows, worst frame and stretch: pipeline.faces.stability).
+
+        Measured here, where input and restored crops are both at hand: about 0.6 core-ms per
+        face-frame (BENCHMARKS.md), against the tens of ms the network spends on it; the flows end here
+        instead of riding on to the encode stage."""
+        from pipeline.faces.stability import measure_input, measure_restored
+
+        flows = unpack_flows(task.face_flows)
+        summaries = task.track_summaries()
+        for summary in summaries:
+            track = summary["track_id"]
+            if track not in restored:
+                continue
+            if track not in flows:  # a record made without the faces stage's flows
+                before, flows[track] = measure_input(inputs[track].crops)
+                summary.update({key: value for key, value in before.items() if summary.get(key) is None})
+            summary.update(measure_restored(flows[track], inputs[track].crops, restored[track].crops,
+                                            summary["first_frame"]))  # fmt: skip
+        return summaries
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -86,3 +86,28 @@ def test_a_run_writes_at_most_twice_the_final_catalogs_bytes(tmp_path):
     final = compact_catalog(out, ids)
     assert len(read_catalog(out).videos) == 3000
     assert parts.bytes_written + final <= 2 * final, (parts.bytes_written, final)
+
+
+def test_parts_of_an_older_version_without_the_stability_columns_compact_with_them_as_nulls(tmp_path):
+    """A run of an earlier version left parts whose tracks lack the stability columns (issue 13); a run of
+    today compacts them beside its own parts, the missing values null."""
+    import pyarrow.parquet as pq
+
+    from pipeline.catalog import TRACKS_SCHEMA, write_parquet
+
+    out = str(tmp_path / "out")
+    old = CatalogParts(out, max_videos=100)
+    add(old, "a")
+    old.flush()
+    old_tracks = f"{parts_folder(out, 'tracks')}/{part_names(out, 'tracks')[0]}"
+    write_parquet(pq.read_table(old_tracks).select(TRACKS_SCHEMA.names[:9]), old_tracks)  # as it was
+    assert "warp_error_before" not in pd.read_parquet(old_tracks).columns
+    new = CatalogParts(out, max_videos=100)
+    new.prefix = "part-9999999999-later"
+    new.add(video_row("b"), [clip_row("b", 0, 0, 10)], [{**track_row("b", 0, 0), "warp_error_before": 1.5}])
+    new.flush()
+    compact_catalog(out, ["a", "b"])
+    tracks = read_catalog(out).tracks
+    assert list(tracks.video_id) == ["a", "a", "b"]
+    assert tracks.warp_error_before.isna().tolist() == [True, True, False]
+    assert tracks.warp_error_before.iloc[2] == 1.5

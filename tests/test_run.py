@@ -137,6 +137,13 @@ def test_catalog_holds_every_video_clip_and_track(smoke_run, demo_archive, share
         FILMS["film_a"].cuts
     )
     assert (catalog.tracks.groupby("video_id").size() > 0).all()
+    restored, skipped = catalog.tracks[catalog.tracks.restored], catalog.tracks[~catalog.tracks.restored]
+    stability = ["warp_error_before", "warp_error_after", "change_before", "change_after", "landmark_jitter",
+                 "psnr_restored", "worst_frame", "worst_stretch_start"]  # fmt: skip
+    assert len(restored) and restored[stability].notna().all().all()  # issue 13: filled for restored tracks
+    assert skipped[stability].isna().all().all()
+    assert (restored.warp_error_after > restored.warp_error_before).all()  # synthetic weights flicker
+    assert restored.worst_frame.between(restored.first_frame, restored.last_frame).all()
     assert catalog.run["weights"] == "synthetic:0"
     detector = shared_dir / "weights" / "retinaface_mobile0.25.pth"
     used = catalog.run["weights_used"]
