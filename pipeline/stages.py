@@ -394,8 +394,8 @@ class RestoreFaces(Stage):
         stage writes.
 
         Done here, where input and restored crops are both at hand, and kept cheap because this actor
-        holds the GPU: the metrics and the frames' shrinking cost about a core-ms per face-frame
-        (BENCHMARKS.md); compressing and writing the pictures is left to the encode stage's CPU actors."""
+        holds the GPU: the metrics and the frames' shrinking cost about 0.6 core-ms per face-frame
+        (BENCHMARKS.md, issue 13); compressing and writing the pictures is the encode stage's (CPU)."""
         from pipeline.faces.pictures import picture_frames
         from pipeline.faces.stability import STRETCH, measure_input, measure_restored
 
