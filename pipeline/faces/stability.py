@@ -142,13 +142,6 @@ def psnr(inputs: np.ndarray, restored: np.ndarray) -> float:
     return 100.0 if mse <= 255.0**2 * 1e-10 else float(10 * np.log10(255.0**2 / mse))
 
 
-def worst_stretch(start: int, first_frame: int, frames: int, stretch: int = STRETCH) -> slice:
-    """The track-relative frames of the stretch beginning at video frame `start` (of a track whose first
-    video frame is `first_frame` and which has `frames` frames)."""
-    begin = start - first_frame
-    return slice(begin, min(frames, begin + stretch))
-
-
 def pack_flows(flows: Mapping[int, np.ndarray]) -> bytes:
     """track id -> flows, as one uncompressed .npz (b"" for none); float16 halves the bytes that ride
     in the clip's record, and the flows' sub-pixel error at that precision is far below a grey level."""
