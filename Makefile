@@ -27,6 +27,7 @@ bench:
 	$(PY) -m model.bench --model official --frames 16 --out bench-results/model-cpu.md
 	$(PY) -m pipeline.faces.bench --weights $(SHARED)/weights/retinaface_mobile0.25.pth \
 		--footage $(SHARED)/footage --frames 32 --out bench-results/faces-cpu.md
+	$(PY) -m pipeline.faces.bench_stability --footage $(SHARED)/footage --out bench-results/stability-cpu.md
 
 # Long (about half an hour on 2 cores): 1- and 4-minute 720p films through the whole pipeline.
 bench-pipeline:

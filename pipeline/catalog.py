@@ -127,6 +127,10 @@ TRACKS_SCHEMA = pa.schema(
                "after)"),
         _field("worst_stretch_start", FRAME, "first video frame of the least stable stretch (16 frames, "
                "the flipbook's)"),
+        _field("sheet", pa.string(), "the track's before/after contact sheet (JPEG: input row above restored "
+               "row), relative to OUT (report/pictures/VIDEO/...); null when not made"),
+        _field("flipbook", pa.string(), "input beside restored over the least stable stretch (animated WebP "
+               "at the track's frame rate), relative to OUT; null when not made"),
     ]
 )
 """tracks.parquet: one summary row per face track (per-frame boxes are in `dpt-batch faces` reports)."""

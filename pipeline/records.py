@@ -90,6 +90,9 @@ class ClipTask(Record):
             faces stage to the restore stage, which measures the restored crops with them; b"" once
             consumed or if none. Never recorded.
         restored_crops: restored crops to paste; b"" once consumed or if none. Never recorded.
+        picture_frames: the shrunk frames of the restored tracks' pictures
+            (pipeline.faces.pictures.pack_picture_frames), from the restore stage to the encode stage,
+            which writes the pictures; b"" once consumed or if none. Never recorded.
         segment: the clip's encoded .mp4 once encoded: in the output's storage during a run
             (OUT/state/segments/...), else in the scratch folder.
         nodes: "stage:NODE" for each stage that worked on the clip (the first 8 hex digits of the Ray
@@ -129,6 +132,7 @@ class ClipTask(Record):
     face_crops: bytes = field(default=b"", repr=False)
     face_flows: bytes = field(default=b"", repr=False)
     restored_crops: bytes = field(default=b"", repr=False)
+    picture_frames: bytes = field(default=b"", repr=False)
     segment: str = ""
     frames_out: int = 0
     weights: str = ""
@@ -164,7 +168,8 @@ class ClipTask(Record):
     def recorded(self) -> dict[str, Any]:
         """The row to record (pipeline.state): everything but the crops in flight."""
         row = self.to_row()
-        del row["face_crops"], row["face_flows"], row["restored_crops"]
+        for name in ("face_crops", "face_flows", "restored_crops", "picture_frames"):
+            del row[name]
         return row
 
     def track_summaries(self) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from pipeline.artifacts import SEGMENT, clip_artifact, local_source, pack_faces, unpack_faces
 from pipeline.context import RunContext
+from pipeline.faces.pictures import pack_picture_frames
 from pipeline.faces.stability import pack_flows, unpack_flows
 from pipeline.faults import fault_point
 from pipeline.records import ClipTask, Record, VideoTask
@@ -380,21 +381,26 @@ class RestoreFaces(Stage):
         outputs = []
         for i, task in enumerate(tasks):
             mine = {track: face for (j, track), face in restored.items() if j == i}
+            summaries, pictures = self.assessed(task, loaded[i], mine)
             outputs.append(replace(task, face_crops=b"", face_flows=b"", restored_crops=pack_faces(mine),
-                                   tracks_json=json.dumps(self.assessed(task, loaded[i], mine))))  # fmt: skip
+                                   tracks_json=json.dumps(summaries),
+                                   picture_frames=pack_picture_frames(pictures)))  # fmt: skip
         return outputs
 
-    def assessed(self, task: ClipTask, inputs: dict, restored: dict) -> list[dict]:
+    def assessed(self, task: ClipTask, inputs: dict, restored: dict) -> tuple[list[dict], dict]:
         """The clip's track summaries with the after-metrics of each restored track (PSNR, warping
-        error through the input's flows, worst frame and stretch: pipeline.faces.stability).
+        error through the input's flows, worst frame and stretch: pipeline.faces.stability), and, in a
+        run, track id -> the shrunk frames of its pictures (pipeline.faces.pictures), which the encode
+        stage writes.
 
-        Measured here, where input and restored crops are both at hand: about 0.6 core-ms per
-        face-frame (BENCHMARKS.md), against the tens of ms the network spends on it; the flows end here
-        instead of riding on to the encode stage."""
-        from pipeline.faces.stability import measure_input, measure_restored
+        Done here, where input and restored crops are both at hand, and kept cheap because this actor
+        holds the GPU: the metrics and the frames' shrinking cost about 0.6 core-ms per face-frame
+        (BENCHMARKS.md, issue 13); compressing and writing the pictures is the encode stage's (CPU)."""
+        from pipeline.faces.pictures import picture_frames
+        from pipeline.faces.stability import STRETCH, measure_input, measure_restored
 
         flows = unpack_flows(task.face_flows)
-        summaries = task.track_summaries()
+        summaries, pictures = task.track_summaries(), {}
         for summary in summaries:
             track = summary["track_id"]
             if track not in restored:
@@ -404,7 +410,11 @@ class RestoreFaces(Stage):
                 summary.update({key: value for key, value in before.items() if summary.get(key) is None})
             summary.update(measure_restored(flows[track], inputs[track].crops, restored[track].crops,
                                             summary["first_frame"]))  # fmt: skip
-        return summaries
+            stretch = summary["worst_stretch_start"]
+            if self.context.output and stretch is not None:
+                pictures[track] = picture_frames(inputs[track].crops, restored[track].crops,
+                                                 summary["first_frame"], stretch, STRETCH)  # fmt: skip
+        return summaries, pictures
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -427,6 +437,7 @@ class PasteAndEncode(Stage):
         from pipeline.state import RunState
         from pipeline.storage import fsync_file, publish_file
 
+        task = self.with_pictures(task)
         faces_by_frame = self.restorer.faces_by_frame(unpack_faces(task.restored_crops))
         source = self.source(task)
         segment = clip_artifact(task, SEGMENT)
@@ -451,6 +462,20 @@ class PasteAndEncode(Stage):
             location = RunState(self.context.output).segment_location(task.video_id, task.clip_key)
             segment = publish_file(segment, location)
         return replace(task, segment=str(segment), frames_out=writer.frames_written, restored_crops=b"")
+
+    def with_pictures(self, task: ClipTask) -> ClipTask:
+        """Write the contact sheet and flipbook of each restored track under OUT/report/pictures/ (from
+        the frames the restore stage picked), and name them in the track summaries (`sheet`, `flipbook`,
+        relative to OUT)."""
+        if not task.picture_frames or not self.context.output:
+            return replace(task, picture_frames=b"")
+        from pipeline.faces.pictures import publish_pictures, unpack_picture_frames
+
+        written = publish_pictures(self.context.output, task.video_id, task.clip_index, task.frame_rate,
+                                   unpack_picture_frames(task.picture_frames))  # fmt: skip
+        summaries = [{**summary, **written.get(summary["track_id"], {})}
+                     for summary in task.track_summaries()]  # fmt: skip
+        return replace(task, tracks_json=json.dumps(summaries), picture_frames=b"")
 
 
 STAGES: tuple[type[Stage], ...] = (ProbeVideo, DetectFaces, RestoreFaces, PasteAndEncode)

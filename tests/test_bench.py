@@ -42,3 +42,17 @@ def test_cost_benchmark_measures_every_cpu_stage(shared_dir, tmp_path):
     assert all(cost > 0 for cost in costs), row
     assert "estimate, not measured" in text or "measured by `make bench-gpu`" in text
     assert "| 720p | " in text.split("The detector alone")[1]
+
+
+def test_stability_benchmark_times_each_part_in_its_stage(shared_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.faces import bench_stability
+
+    out = tmp_path / "stability-cpu.md"
+    args = ["--footage", str(shared_dir / "footage"), "--frames", "12", "--clips", "1", "--out", str(out)]
+    result = CliRunner().invoke(bench_stability.main, args)
+    assert result.exit_code == 0, result.output
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "core-ms" not in line]
+    assert [row.split(" | ")[1] for row in rows] == ["faces", "restore", "restore", "encode", "-"]
+    assert all(float(row.split(" | ")[2]) > 0 for row in rows)

@@ -18,6 +18,7 @@ from pipeline.catalog import read_catalog
 from pipeline.cluster import SetupError, cluster_address
 from pipeline.demo import DEMO_FILMS
 from pipeline.media import probe
+from pipeline.storage import exists
 from pipeline.submit import UPLOAD_EXCLUDES, SubmitError, entrypoint, job_env_vars, outcome, runtime_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,6 +232,8 @@ def test_a_submitted_run_restores_the_archive_on_nodes_that_share_only_object_st
     assert video.status == "done" and video.frames_out == video.frames_in == FILMS["film_b"].frame_count
     assert video.output_uri == "s3://archive/runs/cluster/videos/film_b.mp4"
     assert set(catalog.clips.status) == {"done"} and len(catalog.clips) == video.clips >= 2
+    pictures = catalog.tracks[catalog.tracks.restored][["sheet", "flipbook"]].to_numpy().ravel()
+    assert len(pictures) and all(exists(f"s3://archive/runs/cluster/{path}") for path in pictures)
     # Clips went through stages on both nodes, though neither saw the other's scratch files: crops came
     # through the object store, sources from S3, segments from the output.
     assert node_roles(cluster, catalog.clips.nodes) == {"head", "worker"}

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 from run_support import comparable_catalog, finish_run, kill_run, start_run, wait_for
 
 from model.weights import file_sha256
@@ -139,11 +140,14 @@ def test_catalog_holds_every_video_clip_and_track(smoke_run, demo_archive, share
     assert (catalog.tracks.groupby("video_id").size() > 0).all()
     restored, skipped = catalog.tracks[catalog.tracks.restored], catalog.tracks[~catalog.tracks.restored]
     stability = ["warp_error_before", "warp_error_after", "change_before", "change_after", "landmark_jitter",
-                 "psnr_restored", "worst_frame", "worst_stretch_start"]  # fmt: skip
+                 "psnr_restored", "worst_frame", "worst_stretch_start", "sheet", "flipbook"]  # fmt: skip
     assert len(restored) and restored[stability].notna().all().all()  # issue 13: filled for restored tracks
     assert skipped[stability].isna().all().all()
     assert (restored.warp_error_after > restored.warp_error_before).all()  # synthetic weights flicker
     assert restored.worst_frame.between(restored.first_frame, restored.last_frame).all()
+    for sheet, book, frames in zip(restored.sheet, restored.flipbook, restored.frames, strict=True):
+        assert sheet.startswith("report/pictures/") and Image.open(out / sheet).format == "JPEG"  # written
+        assert Image.open(out / book).n_frames == min(16, frames)  # the least stable stretch
     assert catalog.run["weights"] == "synthetic:0"
     detector = shared_dir / "weights" / "retinaface_mobile0.25.pth"
     used = catalog.run["weights_used"]
