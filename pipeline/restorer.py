@@ -237,8 +237,7 @@ class Restorer:
             from pipeline.faces import faces_to_frames
 
             return faces_to_frames(faces[-1].crop[None], *frame.shape[:2])[0]
-        from pipeline.faces import paste_faces
-        from pipeline.faces.paste import paste_faces_i420
+        from pipeline.faces import paste_faces, paste_faces_i420
         from pipeline.media import rgb_to_i420
 
         if decoded is None:
