@@ -309,6 +309,7 @@ class I420Converter:
             pix_fmt = "yuvj420p" if full else "yuv420p"
             self.colour = Colour(pix_fmt, int(frame.colorspace), int(frame.color_range),
                                  int(frame.color_primaries), int(frame.color_trc))  # fmt: skip
+        quarter_turns = round(frame.rotation / 90) % 4  # counterclockwise
         if frame.format.name not in I420_FORMATS:
             frame = self._reformatter.reformat(frame, format="yuv420p", threads=1)
         width, height = frame.width, frame.height
@@ -319,7 +320,6 @@ class I420Converter:
             stride = plane.line_size  # bytes per row, padding included
             rows = np.frombuffer(plane, np.uint8)[: stride * len(out)].reshape(-1, stride)
             out[...] = rows[:, : out.shape[1]]
-        quarter_turns = round(frame.rotation / 90) % 4  # counterclockwise
         if not quarter_turns:
             return picture
         import cv2
@@ -331,6 +331,8 @@ class I420Converter:
 
 def i420_planes(picture: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Views of the Y (HxW), U and V (H/2 x W/2) planes of a contiguous (H*3/2)xW I420 picture."""
+    if not picture.flags.c_contiguous:  # reshaping would copy, and writes to the planes would be lost
+        raise ValueError(f"the I420 picture is not C-contiguous (strides {picture.strides}): copy it first")
     height, width = picture.shape[0] * 2 // 3, picture.shape[1]
     flat = picture.reshape(-1)
     quarter = height * width // 4

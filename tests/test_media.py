@@ -303,12 +303,14 @@ def test_decoded_i420_pictures_of_a_rotated_video_are_upright(tmp_path):
     assert np.abs(rgb.astype(int) - read_frames(path, 0, 3)).mean() < 3  # the decoders' RGB, upright
 
 
-def test_other_pixel_formats_are_decoded_to_i420(tmp_path):
-    path = make_video(tmp_path / "deep.mkv", 3, size="128x96", source="testsrc2", filters=SMOOTH_COLOURS,
-                      pix_fmt="yuv422p10le")  # fmt: skip
+def test_other_pixel_formats_are_decoded_to_i420_upright(tmp_path):
+    path = make_video(tmp_path / "deep.mp4", 3, size="128x96", source="testsrc2", filters=SMOOTH_COLOURS,
+                      pix_fmt="yuv422p10le", rotation=270)  # fmt: skip
     pictures, colour = decode_i420(path)
-    assert pictures.shape == (3, 144, 128) and colour.pix_fmt == "yuv420p"
-    assert max(mean_plane_differences(pictures, ffmpeg_decode(path, 128, 96, "yuv420p"))) < 1
+    assert pictures.shape == (3, 128 * 3 // 2, 96) and colour.pix_fmt == "yuv420p"
+    assert max(mean_plane_differences(pictures, ffmpeg_decode(path, 96, 128, "yuv420p"))) < 1
+    with pytest.raises(ValueError, match="C-contiguous"):
+        i420_planes(pictures[0][:, :64])
 
 
 BT709 = ("-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709")
