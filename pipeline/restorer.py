@@ -12,6 +12,7 @@ Models load on first use, so a Restorer that only finds faces never loads the ne
 """
 from __future__ import annotations
 
+import functools
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -24,7 +25,7 @@ import numpy as np
 from pipeline.config import ConfigError, EncodeSettings, Settings
 from pipeline.faces.align import FACE_SIZE, AlignedFaces
 from pipeline.faces.paste import PastedFace
-from pipeline.media import VideoInfo, probe, read_frames
+from pipeline.media import I420Converter, VideoInfo, probe, read_frames
 from pipeline.scenes import Clip, split_scenes
 
 K = TypeVar("K")
@@ -222,15 +223,26 @@ class Restorer:
                 by_frame.setdefault(int(frame), []).append(PastedFace(crop, affine, mask))
         return by_frame
 
-    def paste(self, frame: np.ndarray, faces: list[PastedFace]) -> np.ndarray:
-        """A frame with its restored faces pasted in (aligned mode: the restored face, resized back)."""
+    def paste(
+        self, frame: np.ndarray, faces: list[PastedFace], decoded: I420Converter | None = None
+    ) -> np.ndarray:
+        """A frame with its restored faces pasted in (aligned mode: the restored face, resized back).
+
+        With `decoded` (the I420Converter that decoded it), `frame` is an I420 picture and the faces are
+        converted to its colour and blended into it (not in aligned mode)."""
         if self.aligned_mode:
+            if decoded is not None:
+                raise ValueError("faces.mode=aligned pastes whole RGB frames: decode them to RGB, "
+                                 "without an I420Converter")  # fmt: skip
             from pipeline.faces import faces_to_frames
 
             return faces_to_frames(faces[-1].crop[None], *frame.shape[:2])[0]
-        from pipeline.faces import paste_faces
+        from pipeline.faces import paste_faces, paste_faces_i420
+        from pipeline.media import rgb_to_i420
 
-        return paste_faces(frame, faces)
+        if decoded is None:
+            return paste_faces(frame, faces)
+        return paste_faces_i420(frame, faces, functools.partial(rgb_to_i420, colour=decoded.colour))
 
     # -- the whole journey -----------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ import json
 import os
 import time
 import traceback
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -428,12 +429,13 @@ class PasteAndEncode(Stage):
     name = "encode"
     records_finished = True
     decode_batch = 32
+    i420_outputs = ("yuv420p", "yuv420p10le")  # 4:2:0 output: decoded pictures kept, faces pasted in YUV
 
     def setup(self) -> None:
         self.restorer.parser  # noqa: B018 (loads the face parser, when one is set)
 
     def run_one(self, task: ClipTask) -> ClipTask:
-        from pipeline.media import VideoWriter, iter_frames
+        from pipeline.media import I420Converter, VideoWriter, iter_frames
         from pipeline.state import RunState
         from pipeline.storage import fsync_file, publish_file
 
@@ -443,17 +445,27 @@ class PasteAndEncode(Stage):
         segment = clip_artifact(task, SEGMENT)
         partial = segment.with_name(f".{segment.name}.partial.mp4")
         encode = encode_settings_for(task.width, task.height, task.bit_depth, self.context.settings.encode)
-        with VideoWriter(partial, task.width, task.height, task.frame_rate, encode) as writer:
-            for first, frames in iter_frames(source, task.start, task.end, batch=self.decode_batch):
+        in_yuv = encode.pix_fmt in self.i420_outputs and not self.restorer.aligned_mode  # no RGB round trip
+        decoded = I420Converter() if in_yuv else None
+        with ExitStack() as stack:
+            writer = None
+            for first, frames in iter_frames(source, task.start, task.end, batch=self.decode_batch,
+                                             convert=decoded):  # fmt: skip
                 for offset in range(len(frames)):
                     faces = faces_by_frame.get(first - task.start + offset)
                     if faces:
-                        frames[offset] = self.restorer.paste(frames[offset], faces)
+                        frames[offset] = self.restorer.paste(frames[offset], faces, decoded)
+                if writer is None:  # the decoded colour is known from the first frame on
+                    colour = decoded.colour if decoded else None
+                    writer = stack.enter_context(VideoWriter(
+                        partial, task.width, task.height, task.frame_rate, encode,
+                        input_format=colour.pix_fmt if colour else "rgb24", colour=colour))  # fmt: skip
                 writer.write(frames)
                 fault_point("encode", task.video_id)
-        if writer.frames_written != task.frame_count:
+        frames_written = writer.frames_written if writer else 0
+        if frames_written != task.frame_count:
             raise RuntimeError(
-                f"{source}: decoded {writer.frames_written} frames of the clip's {task.frame_count} "
+                f"{source}: decoded {frames_written} frames of the clip's {task.frame_count} "
                 f"({task.start}..{task.end}); is the file truncated?"
             )
         fsync_file(partial)  # the segment's bytes are on disk before its name and record say it is done
@@ -461,7 +473,7 @@ class PasteAndEncode(Stage):
         if self.context.output and task.clip_key:  # a run's: where any node can assemble the film
             location = RunState(self.context.output).segment_location(task.video_id, task.clip_key)
             segment = publish_file(segment, location)
-        return replace(task, segment=str(segment), frames_out=writer.frames_written, restored_crops=b"")
+        return replace(task, segment=str(segment), frames_out=frames_written, restored_crops=b"")
 
     def with_pictures(self, task: ClipTask) -> ClipTask:
         """Write the contact sheet and flipbook of each restored track under OUT/report/pictures/ (from

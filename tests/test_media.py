@@ -13,13 +13,18 @@ from video_support import make_video
 
 from pipeline.config import EncodeSettings
 from pipeline.media import (
+    Colour,
+    I420Converter,
     MediaError,
     VideoWriter,
     concat_clips,
     ffmpeg_exe,
+    i420_planes,
+    i420_to_rgb,
     iter_frames,
     probe,
     read_frames,
+    rgb_to_i420,
     write_video,
 )
 
@@ -33,12 +38,14 @@ def film(tmp_path_factory) -> Path:
     return make_video(tmp_path_factory.mktemp("media") / "film.mkv", 40, audio=True, subtitles=True)
 
 
-def ffmpeg_decode(path: Path, width: int, height: int) -> np.ndarray:
-    """TxHxWx3 RGB frames as the ffmpeg command line decodes them (rotation applied)."""
+def ffmpeg_decode(path: Path, width: int, height: int, pix_fmt: str = "rgb24") -> np.ndarray:
+    """TxHxWx3 RGB frames as the ffmpeg command line decodes them (rotation applied), or with pix_fmt
+    yuv420p/yuvj420p Tx(H*3/2)xW I420 pictures."""
     command = [ffmpeg_exe(), "-loglevel", "error", "-i", str(path)]
-    command += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    command += ["-f", "rawvideo", "-pix_fmt", pix_fmt, "-"]
     raw = subprocess.run(command, capture_output=True, check=True).stdout
-    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+    shape = (height, width, 3) if pix_fmt == "rgb24" else (height * 3 // 2, width)
+    return np.frombuffer(raw, np.uint8).reshape(-1, *shape)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -177,7 +184,7 @@ def test_writer_refuses_bad_input_and_cleans_up(tmp_path):
     with pytest.raises(MediaError, match=r"odd\.mp4: 63x48 frames cannot be encoded as yuv420p"):
         VideoWriter(tmp_path / "odd.mp4", 63, 48, NTSC_FILM)
     out = tmp_path / "partial.mp4"
-    with pytest.raises(MediaError, match=r"expected uint8 frames shaped Tx48x64x3"):
+    with pytest.raises(MediaError, match=r"partial\.mp4: expected uint8 rgb24 frames shaped Tx48x64x3"):
         with VideoWriter(out, 64, 48, NTSC_FILM, FAST) as writer:
             writer.write(np.zeros((2, 48, 64, 3), np.uint8))
             writer.write(np.zeros((2, 48, 60, 3), np.uint8))
@@ -341,3 +348,88 @@ def test_a_video_whose_packets_hold_noise_is_refused_at_probe(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(MediaError, match=r"noise\.mp4: no decodable video: none of its 10 video packets"):
         probe(path)
+
+
+SMOOTH_COLOURS = "hue=s=0.5,gblur=sigma=3"  # testsrc2's colours, less saturated and blurred: chroma that
+# survives 4:2:0 subsampling, so that converting to RGB and back is exact up to rounding
+
+
+def decode_i420(path: Path) -> tuple[np.ndarray, Colour]:
+    convert = I420Converter()
+    pictures = np.concatenate([pictures for _, pictures in iter_frames(path, batch=2, convert=convert)])
+    return pictures, convert.colour
+
+
+def mean_plane_differences(a: np.ndarray, b: np.ndarray) -> list[float]:
+    """Mean absolute difference of the Y, U and V planes of two stacks of I420 pictures."""
+    planes_a, planes_b = ([np.stack(plane) for plane in zip(*map(i420_planes, stack), strict=True)]
+                          for stack in (a, b))  # fmt: skip
+    return [float(np.abs(pa.astype(int) - pb).mean()) for pa, pb in zip(planes_a, planes_b, strict=True)]
+
+
+@pytest.mark.parametrize(
+    "tags, expected",
+    [((), Colour("yuv420p", 2, 0)),  # untagged: BT.601, limited range
+     (("-colorspace", "bt709", "-color_range", "tv"), Colour("yuv420p", 1, 1)),
+     (("-colorspace", "bt470bg", "-color_range", "pc"), Colour("yuvj420p", 5, 2))],
+    ids=["bt601", "bt709", "bt601-full-range"],
+)  # fmt: skip
+def test_decoded_i420_pictures_go_to_rgb_and_back_with_the_source_matrix_and_range(tmp_path, tags, expected):
+    path = make_video(tmp_path / "colours.mp4", 5, rate="25", size="128x96", source="testsrc2",
+                      filters=SMOOTH_COLOURS, colour=tags)  # fmt: skip
+    pictures, colour = decode_i420(path)
+    assert pictures.shape == (5, 144, 128) and colour[:3] == expected[:3]
+    np.testing.assert_array_equal(pictures, ffmpeg_decode(path, 128, 96, colour.pix_fmt))  # as decoded
+
+    back = np.stack([rgb_to_i420(i420_to_rgb(picture, colour), colour) for picture in pictures])
+    y, u, v = mean_plane_differences(back, pictures)
+    print(f"\n{colour}: round trip differs by {y:.3f}/{u:.3f}/{v:.3f}")
+    assert y < 0.01 and u < 1 and v < 1
+    other_matrix = colour._replace(colorspace=5 if colour.colorspace == 1 else 1)
+    other_range = colour._replace(pix_fmt="yuv420p" if colour.pix_fmt == "yuvj420p" else "yuvj420p")
+    for wrong in (other_matrix, other_range):
+        back = np.stack([rgb_to_i420(i420_to_rgb(picture, colour), wrong) for picture in pictures])
+        differences = mean_plane_differences(back, pictures)  # 6-8 levels of luma measured
+        assert max(differences) > 1.5, (wrong, differences)
+
+
+def test_decoded_i420_pictures_of_a_rotated_video_are_upright(tmp_path):
+    path = make_video(tmp_path / "portrait.mp4", 3, size="128x96", source="testsrc2", filters=SMOOTH_COLOURS,
+                      rotation=90)  # fmt: skip
+    pictures, colour = decode_i420(path)
+    assert pictures.shape == (3, 128 * 3 // 2, 96)
+    np.testing.assert_array_equal(pictures, ffmpeg_decode(path, 96, 128, "yuv420p"))
+    rgb = np.stack([i420_to_rgb(picture, colour) for picture in pictures])
+    assert np.abs(rgb.astype(int) - read_frames(path, 0, 3)).mean() < 3  # the decoders' RGB, upright
+
+
+def test_other_pixel_formats_are_decoded_to_i420_upright(tmp_path):
+    path = make_video(tmp_path / "deep.mp4", 3, size="128x96", source="testsrc2", filters=SMOOTH_COLOURS,
+                      pix_fmt="yuv422p10le", rotation=270)  # fmt: skip
+    pictures, colour = decode_i420(path)
+    assert pictures.shape == (3, 128 * 3 // 2, 96) and colour.pix_fmt == "yuv420p"
+    assert max(mean_plane_differences(pictures, ffmpeg_decode(path, 96, 128, "yuv420p"))) < 1
+    with pytest.raises(ValueError, match="C-contiguous"):
+        i420_planes(pictures[0][:, :64])
+
+
+BT709 = ("-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709")
+
+
+@pytest.mark.parametrize("tags", [BT709, ("-color_range", "pc")], ids=["bt709", "full-range"])
+def test_the_writer_encodes_i420_pictures_as_decoded_and_tags_their_colour(tmp_path, tags):
+    source = make_video(tmp_path / "source.mp4", 5, rate="25", size="128x96", source="testsrc2",
+                        filters=SMOOTH_COLOURS, colour=tags)  # fmt: skip
+    pictures, colour = decode_i420(source)
+    out = tmp_path / "out.mp4"
+    lossless = EncodeSettings(preset="ultrafast", crf=0)
+    with VideoWriter(out, 128, 96, Fraction(25), lossless, colour.pix_fmt, colour) as writer:
+        writer.write(pictures[:2])
+        writer.write(pictures[2])  # one picture
+        writer.write(pictures[3:])
+    written, written_colour = decode_i420(out)
+    np.testing.assert_array_equal(written, pictures)
+    assert written_colour[:3] == colour[:3]
+    with pytest.raises(MediaError, match=r"bad\.mp4: expected uint8 yuv\w*420p frames shaped Tx144x128"):
+        with VideoWriter(tmp_path / "bad.mp4", 128, 96, Fraction(25), lossless, colour.pix_fmt) as writer:
+            writer.write(np.zeros((1, 96, 128, 3), np.uint8))

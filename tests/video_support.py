@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,17 +23,20 @@ def make_video(
     rotation: int = 0,
     gop: int = 0,
     b_frames: int = 0,
+    filters: str = "",
+    colour: Sequence[str] = (),
 ) -> Path:
     """Encode `frames` frames of an ffmpeg test pattern (testsrc, smptebars, ...) into `path`.
 
     audio: a 440 Hz tone as long as the video; subtitles: two SubRip cues (srt in .mkv, mov_text in
     .mp4); rotation: display-matrix side data added by a stream copy (the pixels stay unrotated);
     gop, b_frames: a keyframe every `gop` frames with up to `b_frames` B-frames between references
-    (0: the encoder's choice; ultrafast makes no B-frames).
+    (0: the encoder's choice; ultrafast makes no B-frames); filters: a filter chain after the source
+    ("hue=s=0.5,gblur=sigma=3"); colour: output options such as ("-colorspace", "bt709").
     """
     seconds = float(frames / Fraction(rate))
     command = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
-    command += ["-f", "lavfi", "-i", f"{source}=size={size}:rate={rate}"]
+    command += ["-f", "lavfi", "-i", f"{source}=size={size}:rate={rate}" + (f",{filters}" if filters else "")]
     if audio:
         command += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
     if subtitles:
@@ -40,6 +44,7 @@ def make_video(
         srt.write_text(SUBTITLES)
         command += ["-i", str(srt)]
     command += ["-frames:v", str(frames), "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", pix_fmt]
+    command += colour
     if gop:
         command += ["-g", str(gop)]
     if b_frames:

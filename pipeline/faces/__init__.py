@@ -2,7 +2,7 @@
 from pipeline.faces.align import AlignedFaces, align_track, alignment_affine, warp_face
 from pipeline.faces.aligned_clip import faces_to_frames, frames_to_faces
 from pipeline.faces.detect import Detection, DetectorWeightsError, FaceDetector
-from pipeline.faces.paste import PastedFace, paste_faces
+from pipeline.faces.paste import PastedFace, paste_faces, paste_faces_i420
 from pipeline.faces.settings import FaceSettings
 from pipeline.faces.track import Track, skip_counts, track_faces
 
@@ -19,6 +19,7 @@ __all__ = [
     "faces_to_frames",
     "frames_to_faces",
     "paste_faces",
+    "paste_faces_i420",
     "skip_counts",
     "track_faces",
     "warp_face",

@@ -3,15 +3,22 @@
 The feathered mask is made in the crop's own space (erosion and blur scale with the crop, so the seam
 is equally soft for every face size) and warped into the frame with the crop: for the usual square
 mask it is made once per crop size, and a frame costs two warps and one blend of the face's region.
+
+Faces are pasted into RGB frames (`paste_faces`) or into decoded I420 pictures (`paste_faces_i420`,
+what paste and encode do for 4:2:0 output): there only the face's region, widened to even coordinates,
+is warped in RGB and converted to the source's YUV, then blended plane by plane with the same mask
+(shrunk 2x by area for the chroma planes); the rest of the picture stays as decoded.
 """
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from pipeline.media import i420_planes
 
 
 @dataclass
@@ -64,6 +71,47 @@ def paste_face_into(frame: np.ndarray, face: PastedFace) -> None:
     source[...] = cv2.blendLinear(warped_face, source, mask, 1.0 - mask)
 
 
+def paste_faces_i420(
+    picture: np.ndarray, faces: Sequence[PastedFace], to_i420: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """Composite restored faces into a copy of a decoded I420 picture, later faces over earlier ones: as
+    pasting into the picture's RGB and converting back would, but only the faces' regions are converted.
+
+    Arguments:
+        picture: (H*3/2)xW uint8 I420 picture (pipeline.media.I420Converter), H and W even.
+        faces: the restored faces of this frame.
+        to_i420: an HxWx3 uint8 RGB image of even sizes as an I420 picture in the source's matrix and
+            range (pipeline.media.rgb_to_i420 with the source's Colour).
+    Returns:
+        the picture with the faces pasted; pixels outside every face's region keep their values.
+    """
+    result = picture.copy()
+    for face in faces:
+        paste_face_into_i420(result, face, to_i420)
+    return result
+
+
+def paste_face_into_i420(
+    picture: np.ndarray, face: PastedFace, to_i420: Callable[[np.ndarray], np.ndarray]
+) -> None:
+    """Blend one restored face into an I420 picture in place (see paste_faces_i420)."""
+    planes = i420_planes(picture)
+    placement = _placement(face, planes[0].shape, even=True)
+    if placement is None:
+        return
+    (x0, y0, x1, y1), to_region = placement
+    size = (x1 - x0, y1 - y0)
+    warped_face = cv2.warpAffine(
+        face.crop, to_region, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    mask = feathered_mask(face, to_region, size)
+    chroma = cv2.resize(mask, (size[0] // 2, size[1] // 2), interpolation=cv2.INTER_AREA)
+    restored = i420_planes(to_i420(warped_face))
+    for plane, ours, weight, step in zip(planes, restored, (mask, chroma, chroma), (1, 2, 2), strict=True):
+        source = plane[y0 // step : y1 // step, x0 // step : x1 // step]  # step: 2 for the chroma planes
+        source[...] = cv2.blendLinear(ours, source, weight, 1.0 - weight)
+
+
 def paste_mask(face: PastedFace, frame_shape: tuple[int, int]) -> np.ndarray:
     """HxW float32 blending weight of one face over a whole frame (exactly 0 where it is not pasted)."""
     mask = np.zeros(frame_shape, np.float32)
@@ -75,12 +123,16 @@ def paste_mask(face: PastedFace, frame_shape: tuple[int, int]) -> np.ndarray:
 
 
 def _placement(
-    face: PastedFace, frame_shape: tuple[int, int]
+    face: PastedFace, frame_shape: tuple[int, int], even: bool = False
 ) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
-    """The frame region a face lands on and the 2x3 crop -> region affine, or None if off-frame."""
+    """The frame region a face lands on and the 2x3 crop -> region affine, or None if off-frame; `even`:
+    the region widened to even coordinates (whole 2x2 chroma blocks of an even-sized frame)."""
     region = paste_region(face.affine, face.crop.shape[0], frame_shape)
     if region is None:
         return None
+    if even:
+        x0, y0, x1, y1 = region
+        region = (x0 - x0 % 2, y0 - y0 % 2, x1 + x1 % 2, y1 + y1 % 2)
     to_region = cv2.invertAffineTransform(face.affine)
     to_region[:, 2] -= region[:2]
     return region, to_region
