@@ -50,7 +50,9 @@ def clip_row(video_id: str, index: int, start: int, end: int) -> dict:
 def track_row(video_id: str, clip_index: int, track_id: int, restored: bool = True) -> dict:
     stability = {"warp_error_before": 2.5, "warp_error_after": 1.75, "change_before": 6.5,
                  "change_after": 6.25, "landmark_jitter": 0.5, "psnr_restored": 31.5,
-                 "worst_frame": 41, "worst_stretch_start": 33}
+                 "worst_frame": 41, "worst_stretch_start": 33,
+                 "sheet": f"report/pictures/{video_id}/c{clip_index}t{track_id}-sheet.jpg",
+                 "flipbook": f"report/pictures/{video_id}/c{clip_index}t{track_id}-flipbook.webp"}
     return {
         "video_id": video_id, "clip_index": clip_index, "track_id": track_id, "first_frame": 30,
         "last_frame": 57, "frames": 28, "restored": restored,
@@ -110,7 +112,7 @@ def test_catalog_round_trip_keeps_values_schemas_and_manifest_columns(tmp_path, 
     assert catalog.clips.to_dict("records") == clips
     read_tracks = catalog.tracks.to_dict("records")
     assert [{**row, "mean_score": pytest.approx(0.97)} for row in tracks[:2]] == read_tracks[:2]
-    assert catalog.tracks.iloc[2][["warp_error_after", "worst_frame"]].isna().all()  # null unless restored
+    assert catalog.tracks.iloc[2][["warp_error_after", "worst_frame", "sheet"]].isna().all()  # not restored
     assert catalog.run is None
 
 

@@ -106,9 +106,13 @@ def test_faces_change_and_background_matches_a_plain_reencode(smoke_run, demo_ar
                   face.x + face.size // 4 : face.x + 3 * face.size // 4]  # fmt: skip
     assert np.abs(restored[inner].astype(int) - source[inner]).mean() > 20  # noise from synthetic weights
     background = np.s_[: first_shot.frames, :, face.x + face.size + 60 :]
-    assert psnr(restored[background], reencoded[background]) >= 40
-    no_face = film.cuts[1], film.cuts[2]
-    assert psnr(restored[no_face[0] : no_face[1]], reencoded[no_face[0] : no_face[1]]) >= 40
+    no_face = np.s_[film.cuts[1] : film.cuts[2]]
+    for region in background, no_face:
+        # 4:2:0 output keeps the decoded pictures (no RGB round trip), so away from faces the run is at
+        # least as close to the source as a plain re-encode through RGB at the same encoder settings.
+        plain = psnr(reencoded[region], source[region])
+        assert plain >= 35
+        assert psnr(restored[region], source[region]) >= plain - 0.5
 
 
 def test_catalog_holds_every_video_clip_and_track(smoke_run, demo_archive, shared_dir):
