@@ -356,8 +356,8 @@ def report_command(output: str, destination: str | None) -> None:
         refused = click.ClickException(str(error))
         refused.exit_code = 2
         raise refused from None
-    copied = f", {report.pictures_copied} pictures copied" if report.pictures_copied else ""
-    click.echo(f"report of {report.videos} videos ({report.pages} video pages{copied}):", err=True)
+    copied = f", {report.pictures_copied} pictures copied into it" if report.pictures_copied else ""
+    click.echo(f"report of {report.videos} videos (a page each{copied}):", err=True)
     click.echo(report.index)
 
 

@@ -70,11 +70,10 @@ class ReportError(ValueError):
 
 @dataclass(frozen=True)
 class Report:
-    """What `write_report` wrote: index.html's location, and how many videos, pages and copied pictures."""
+    """What `write_report` wrote: index.html's location, the videos (one page each), the pictures copied."""
 
     index: str
     videos: int
-    pages: int
     pictures_copied: int
 
 
@@ -95,10 +94,14 @@ def write_report(out: str, dest: str | None = None) -> Report:
     """Write the QC report of the run in `out` (a folder or URL) into `dest` (default OUT/report).
 
     Raises:
-        ReportError: `out` holds no catalog (no finished run wrote there).
+        ReportError: `out` holds no catalog (no finished run wrote there), or `dest` is OUT itself (whose
+            videos/ holds the films).
     """
     out = _absolute(out)
     dest = _absolute(dest) if dest else join(out, REPORT_DIR)
+    if dest.rstrip("/") == out.rstrip("/"):
+        raise ReportError(f"{dest} is the run's output folder, whose videos/ holds the films: without -o "
+                          f"the report goes into {join(out, REPORT_DIR)}; or give another folder")
     try:
         catalog = read_catalog(out)
     except CatalogError as error:
@@ -128,7 +131,7 @@ def write_report(out: str, dest: str | None = None) -> Report:
     copied = links.copy_into(sink)
     sink.add("index.html", index)  # last: a report being rewritten keeps its old index until the end
     sink.flush()
-    return Report(join(dest, "index.html"), len(videos), len(videos), copied)
+    return Report(join(dest, "index.html"), len(videos), copied)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -194,7 +194,14 @@ def test_an_s3_output_is_reported_beside_it_and_into_a_local_folder(smoke_run, m
 
 
 def test_an_output_without_a_catalog_exits_2_naming_it(tmp_path):
-    result = CliRunner().invoke(main, ["report", str(tmp_path / "nowhere")])
+    result = report_cli(str(tmp_path / "nowhere"))
     assert result.exit_code == 2
     assert str(tmp_path / "nowhere") in result.output and "dpt-batch run" in result.output
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_the_report_never_goes_into_the_output_folder_itself(tmp_path):
+    synthetic_catalog(tmp_path / "out", 3)
+    result = report_cli(str(tmp_path / "out"), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "videos/ holds the films" in result.output
+    assert not (tmp_path / "out" / "index.html").exists()
