@@ -58,8 +58,14 @@ check-gpu:
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
 
-# The demo archive, two short films from the shared footage: demo/archive.parquet, film_a.mp4, film_b.mp4.
+# The demo archive, two short films from the shared footage (demo/archive.parquet, film_a.mp4, film_b.mp4),
+# restored with the smoke settings into demo/out (a few minutes on 2 CPU cores), then its QC report,
+# whose index.html path is printed last.
 FOOTAGE ?= ../shared/footage
 demo:
-	@if [ -d "$(FOOTAGE)" ]; then $(PY) -m pipeline.demo "$(FOOTAGE)" demo; \
+	@if [ -d "$(FOOTAGE)" ]; then \
+		$(PY) -m pipeline.demo "$(FOOTAGE)" demo && \
+		$(PY) -m pipeline.cli run --manifest demo/archive.parquet --output demo/out --config configs/smoke.yaml \
+			--set faces.detector_weights=$(SHARED)/weights/retinaface_mobile0.25.pth && \
+		$(PY) -m pipeline.cli report demo/out; \
 	else echo "$(FOOTAGE) is absent: no demo archive built"; fi

@@ -327,6 +327,40 @@ def status_command(output: str, work_dir: Path | None, as_json: bool) -> None:
         click.echo("\n".join(format_status(status)))
 
 
+@main.command("report")
+@click.argument("output", metavar="OUT")
+@click.option("-o", "--to", "destination", default=None, metavar="DIR",
+              help="Write the report into DIR (a folder or URL) instead of OUT/report. Pictures DIR cannot "
+                   "link to on OUT's storage (an s3:// OUT reported into a local folder) are copied into "
+                   "DIR/pictures/, so the report stands alone; a local OUT's pictures are linked by "
+                   "relative path.")
+def report_command(output: str, destination: str | None) -> None:
+    """Write the quality-control report of the run on OUT (a folder or URL): static HTML that opens
+    from disk (file://), with no server and nothing fetched from the network.
+
+    \b
+    DIR/index.html         totals (videos done and failed, failures by cause, frames, face-frames,
+                           frames per second), time per stage, the 20 least stable face tracks with
+                           their contact sheets, and a table of the videos that sorts by any column,
+                           filters by status and manifest columns (index.html#status=failed) and pages
+    DIR/videos/ID.html     a page per video: facts, error, its tracks worst first with their metrics,
+                           contact sheets (input above restored) and flipbooks
+
+    Prints the path of index.html. Exit status 2 when OUT holds no catalog.
+    """
+    from pipeline.report import ReportError, write_report
+
+    try:
+        report = write_report(output, destination)
+    except ReportError as error:
+        refused = click.ClickException(str(error))
+        refused.exit_code = 2
+        raise refused from None
+    copied = f", {report.pictures_copied} pictures copied into it" if report.pictures_copied else ""
+    click.echo(f"report of {report.videos} videos (a page each{copied}):", err=True)
+    click.echo(report.index)
+
+
 @main.command("submit", context_settings={"ignore_unknown_options": True})
 @click.option("--address", required=True, metavar="URL",
               help="The cluster's Ray dashboard (Jobs API), e.g. http://HEAD:8265.")

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from run_support import run_cli, smoke_args
 from shared_data import SHARED_DIR, absence_message, shared_missing, under_ci
 
 
@@ -85,3 +87,35 @@ def demo_archive(shared_dir, tmp_path_factory) -> Path:
     if missing:
         shared_missing(f"footage for the demo archive is absent: {', '.join(sorted(set(missing)))}")
     return build_demo_archive(footage, tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """Ray started in this process by the in-process runs of the tests that ask for it; shut down at the
+    end of the session (a module that needs Ray started otherwise shuts it down first)."""
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def archive_with_bad_items(demo_archive, tmp_path_factory) -> Path:
+    """The demo films plus a text file named .mp4 ("letter") and a file that does not exist ("gone")."""
+    folder = tmp_path_factory.mktemp("bad")
+    text = folder / "letter.mp4"
+    text.write_text("Dear archivist, this is not a film.\n")
+    manifest = pd.read_parquet(demo_archive)
+    bad = pd.DataFrame({"uri": [str(text), str(folder / "gone.mp4")], "video_id": ["letter", "gone"]})
+    path = folder / "archive.parquet"
+    pd.concat([manifest, bad], ignore_index=True).to_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def smoke_run(archive_with_bad_items, shared_dir, tmp_path_factory, ray_session):
+    """`dpt-batch run` of `archive_with_bad_items` with the smoke settings, once per session (a few minutes
+    on 2 cores; test_run.py checks it, test_report.py reports it): (output folder, click result)."""
+    out = tmp_path_factory.mktemp("run") / "out"
+    result = run_cli("--manifest", str(archive_with_bad_items), "--output", str(out), *smoke_args(shared_dir))
+    return out, result

@@ -1,4 +1,5 @@
-"""Running `dpt-batch run` as a separate process tree, stopping it at a fault point, and killing it."""
+"""Running `dpt-batch run`: in this process (`run_cli`), or as a separate process tree, stopped at a fault
+point and killed."""
 from __future__ import annotations
 
 import os
@@ -9,11 +10,24 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from click.testing import CliRunner, Result
 
 from pipeline.catalog import read_catalog
+from pipeline.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING_COLUMNS = ("seconds_probe", "seconds_faces", "seconds_restore", "seconds_encode", "seconds_total")
+
+
+def run_cli(*args: str) -> Result:
+    """`dpt-batch run ARGS` in this process (on an embedded Ray that stays up for the next run)."""
+    return CliRunner().invoke(main, ["run", *args], catch_exceptions=False)
+
+
+def smoke_args(shared_dir: Path) -> list[str]:
+    """The smoke settings (tiny network, synthetic weights) with the detector's weights from shared_dir."""
+    weights = shared_dir / "weights" / "retinaface_mobile0.25.pth"
+    return ["--config", "configs/smoke.yaml", "--set", f"faces.detector_weights={weights}"]
 
 
 def start_run(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:

@@ -16,6 +16,7 @@ from pipeline.media import ffmpeg_exe, probe, read_frames
 from pipeline.scenes import split_scenes
 
 FILM_A, FILM_B = DEMO_FILMS
+REPO = Path(__file__).resolve().parents[1]
 
 
 def film_path(demo_archive: Path, video_id: str) -> Path:
@@ -86,3 +87,15 @@ def test_each_shot_shows_the_promised_number_of_faces(demo_archive, shared_dir):
 
         assert faces == film.faces_per_shot == [len(shot.faces) for shot in film.shots], film.video_id
     assert FILM_A.faces_per_shot == [1, 2, 0, 1] and FILM_B.faces_per_shot == [1, 1]
+
+
+def test_make_demo_restores_the_archive_and_ends_with_its_report():
+    """`make demo` builds the archive, restores it into demo/out and writes the run's report last, so
+    the last line it prints is the report's index.html (`dpt-batch report` prints it last)."""
+    done = subprocess.run(["make", "-n", "demo", "FOOTAGE=."], cwd=REPO, capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    script = " ".join(done.stdout.replace("\\\n", " ").split())
+    build = '-m pipeline.demo "." demo &&'
+    run = "-m pipeline.cli run --manifest demo/archive.parquet --output demo/out --config configs/smoke.yaml"
+    report = "-m pipeline.cli report demo/out; else"
+    assert script.index(build) < script.index(run) < script.index(report), script

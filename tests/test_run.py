@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from run_support import comparable_catalog, finish_run, kill_run, start_run, wait_for
+from run_support import comparable_catalog, finish_run, kill_run, run_cli, smoke_args, start_run, wait_for
 
 from model.weights import file_sha256
 from pipeline.catalog import read_catalog
@@ -21,43 +21,6 @@ from pipeline.demo import DEMO_FILMS
 from pipeline.media import ffmpeg_exe, probe, read_frames, write_video
 
 FILMS = {film.video_id: film for film in DEMO_FILMS}
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    yield
-    import ray
-
-    ray.shutdown()
-
-
-def run_cli(*args: str):
-    return CliRunner().invoke(main, ["run", *args], catch_exceptions=False)
-
-
-def smoke_args(shared_dir: Path) -> list[str]:
-    weights = shared_dir / "weights" / "retinaface_mobile0.25.pth"
-    return ["--config", "configs/smoke.yaml", "--set", f"faces.detector_weights={weights}"]
-
-
-@pytest.fixture(scope="module")
-def archive_with_bad_items(demo_archive, tmp_path_factory) -> Path:
-    """The demo films plus a text file named .mp4 and a file that does not exist."""
-    folder = tmp_path_factory.mktemp("bad")
-    text = folder / "letter.mp4"
-    text.write_text("Dear archivist, this is not a film.\n")
-    manifest = pd.read_parquet(demo_archive)
-    bad = pd.DataFrame({"uri": [str(text), str(folder / "gone.mp4")], "video_id": ["letter", "gone"]})
-    path = folder / "archive.parquet"
-    pd.concat([manifest, bad], ignore_index=True).to_parquet(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def smoke_run(archive_with_bad_items, shared_dir, tmp_path_factory, ray_session):
-    out = tmp_path_factory.mktemp("run") / "out"
-    result = run_cli("--manifest", str(archive_with_bad_items), "--output", str(out), *smoke_args(shared_dir))
-    return out, result
 
 
 def audio_md5(path: str) -> str:
