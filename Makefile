@@ -9,8 +9,8 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
 setup:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install $(TORCH_SPEC)
-	$(PY) -m pip install -e '.[test]'
+	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install --no-compile $(TORCH_SPEC)
+	$(PY) -m pip install --no-compile -e '.[test]'
 
 test:
 	$(PY) -m pytest -q

@@ -13,9 +13,10 @@ core-milliseconds per source frame), not wall time, so they hold on any number o
 2. the stages, called one after another in this process (pipeline.stages, as the actors call them),
    with production settings except the tiny network and RetinaFace mobile0.25 (what runs offline):
    probe and scenes, faces (detection apart from decoding, tracking and alignment), paste + encode, and
-   assembly. The detector's own cost is measured for both detectors (ResNet-50 with random weights:
-   the same arithmetic as the release weights) so that "detection off the CPU" is the faces stage
-   without it, plus the shrinking a faces actor still does;
+   assembly; paste + encode again at each `--compare-presets` preset (medium: the issue's baseline), set
+   against a plain re-encode at that preset. The detector's own cost is measured for both detectors
+   (ResNet-50 with random weights: the same arithmetic as the release weights) so that "detection off
+   the CPU" is the faces stage without it, plus the shrinking a faces actor still does;
 3. the whole run through `dpt-batch run`'s code in a fresh embedded Ray, its CPU time read from a
    cgroup (cpuacct) that holds every process of the run: what exceeds the stages' own sum is Ray's
    start-up and per-task overhead;
@@ -179,10 +180,11 @@ def quality(encoded: Path, source: Path) -> tuple[float, float]:
 # -- 2. the stages, in this process -----------------------------------------------------------------
 
 
-def stage_costs(film: Path, settings, work: Path) -> dict:
+def stage_costs(film: Path, settings, work: Path, compare: dict | None = None) -> dict:
     """CPU seconds of each stage over the film, called as the actors call them, with the detector's
     network and the shrinking before it measured apart. Keys: probe, faces, detect_net, detect_shrink,
-    restore, encode, assemble; and frames, face_frames."""
+    restore, encode, assemble; and frames, face_frames. `compare`: preset -> settings whose paste +
+    encode stage is also measured on the same restored clips (key `encode@PRESET`)."""
     from pipeline.assemble import assemble_video
     from pipeline.context import make_context
     from pipeline.faces import detect
@@ -205,6 +207,12 @@ def stage_costs(film: Path, settings, work: Path) -> dict:
         with measured(costs, "probe"):
             clips = ProbeVideo(context).process([video])
         for name, stage in stages.items():
+            if name == "encode":
+                for preset, other in (compare or {}).items():
+                    encoder = PasteAndEncode(make_context(other, work_root=work / f"work-{preset}"))
+                    encoder.setup()
+                    with measured(costs, f"encode@{preset}"):
+                        [out for clip in clips for out in encoder.process([clip])]
             with measured(costs, name):
                 clips = [out for clip in clips for out in stage.process([clip])]
         with measured(costs, "assemble"):
@@ -216,6 +224,15 @@ def stage_costs(film: Path, settings, work: Path) -> dict:
     costs["frames"] = result.video["frames_out"]
     costs["face_frames"] = result.video["faces_restored"]
     return costs
+
+
+def plain_reencode_ms(film: Path, preset: str, output: Path, frames: int) -> float:
+    """Core-ms per frame of a plain `ffmpeg` re-encode of the film at `preset` (CRF 18, sound copied)."""
+    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-i", str(film), "-c:v", "libx264",
+               "-preset", preset, "-crf", "18", "-pix_fmt", "yuv420p", "-c:a", "copy",
+               str(output)]  # fmt: skip
+    seconds, _ = run_cpu(command)
+    return seconds * 1000 / frames
 
 
 def _timed(function: Callable, costs: dict, key: str) -> Callable:
@@ -348,6 +365,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shot-frames", type=int, default=192, help="frames per shot (5 shots a film)")
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
+    parser.add_argument("--compare-presets", nargs="*", default=["medium"],
+                        help="presets at which the CPU side is also set against a plain re-encode")
     parser.add_argument("--work", type=Path, default=Path("bench-results/cost-work"))
     parser.add_argument("--no-ray", action="store_true", help="skip the whole run under Ray")
     parser.add_argument("--detector-frames", type=int, default=48, help="frames each detector is timed on")
@@ -403,8 +422,12 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     per_film = {}
+    compare = {preset: settings_for(args.weights, preset) for preset in args.compare_presets
+               if preset != default_preset}  # fmt: skip
+    compared = []
     for size, film in films.items():
-        costs = stage_costs(film, settings_for(args.weights, default_preset), args.work / f"stages_{size}")
+        costs = stage_costs(film, settings_for(args.weights, default_preset), args.work / f"stages_{size}",
+                            compare)  # fmt: skip
         costs["ms"] = ms = {
             key: value * 1000 / costs["frames"]
             for key, value in costs.items()
@@ -413,28 +436,12 @@ def main(argv: list[str] | None = None) -> None:
         rest = ms["faces"] - ms.get("detect_net", 0) - ms.get("detect_shrink", 0)
         on_cpu = ms["probe"] + ms["faces"] + ms["encode"] + ms["assemble"]
         off_cpu = on_cpu - ms.get("detect_net", 0)
-        plain, _ = run_cpu(
-            [
-                ffmpeg_exe(),
-                "-hide_banner",
-                "-nostdin",
-                "-y",
-                "-i",
-                str(film),
-                "-c:v",
-                "libx264",
-                "-preset",
-                default_preset,
-                "-crf",
-                "18",
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                "copy",
-                str(args.work / f"plain_{size}.mp4"),
-            ]
-        )
-        plain_ms = plain * 1000 / costs["frames"]
+        plain_ms = plain_reencode_ms(film, default_preset, args.work / f"plain_{size}.mp4", costs["frames"])
+        for preset in compare:
+            at_preset = on_cpu - ms["encode"] + ms[f"encode@{preset}"]
+            plain_at = plain_reencode_ms(film, preset, args.work / f"plain_{size}_{preset}.mp4",
+                                         costs["frames"])
+            compared.append((size, preset, ms[f"encode@{preset}"], at_preset, plain_at))
         per_film[size] = {
             "ms": ms,
             "on_cpu": on_cpu,
@@ -447,6 +454,18 @@ def main(argv: list[str] | None = None) -> None:
             f"{rest:.1f} | {ms['encode']:.1f} | {ms['assemble']:.1f} | {on_cpu:.1f} | {off_cpu:.1f} | "
             f"{plain_ms:.1f} | {on_cpu / plain_ms:.2f}x |"
         )
+    if compared:
+        lines += [
+            "",
+            "#### The same stages at other presets (paste + encode measured again on the same restored "
+            "clips; both sides at that preset)",
+            "",
+            "| film | preset | paste + encode | CPU side, detection on CPU | plain re-encode | ratio |",
+            "|---|---|---|---|---|---|",
+        ]
+        for size, preset, encode_ms, at_preset, plain_at in compared:
+            lines.append(f"| {size} | {preset} | {encode_ms:.1f} | {at_preset:.1f} | {plain_at:.1f} | "
+                         f"{at_preset / plain_at:.2f}x |")  # fmt: skip
     lines += [
         "",
         f"#### The detector alone, core-ms per frame on the CPU ({args.detector_frames} frames, batches "

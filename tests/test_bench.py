@@ -42,6 +42,8 @@ def test_cost_benchmark_measures_every_cpu_stage(shared_dir, tmp_path):
     assert all(cost > 0 for cost in costs), row
     assert "estimate, not measured" in text or "measured by `make bench-gpu`" in text
     assert "| 720p | " in text.split("The detector alone")[1]
+    (medium,) = [line for line in text.splitlines() if line.startswith("| 720p | medium |")]
+    assert all(float(cell) > 0 for cell in re.findall(r"\| ([0-9.]+)(?= \|)", medium)), medium
 
 
 def test_stability_benchmark_times_each_part_in_its_stage(shared_dir, tmp_path):

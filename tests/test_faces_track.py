@@ -21,7 +21,7 @@ def test_every_footage_clip_gives_one_track_over_nearly_all_its_frames(shared_di
     settings = mobile_settings(shared_dir)
     detector = mobile_detector(shared_dir)
     for path in footage_paths(shared_dir):
-        frames = read_clip(path)
+        frames = read_clip(path, max_frames=160)  # all but one clip whole (its 464 frames: half the time)
         tracks = _restored(track_faces(frames, detector, settings, clip=path.stem))
         assert len(tracks) == 1, f"{path.name}: {len(tracks)} restorable tracks"
         coverage = len(tracks[0]) / len(frames)
