@@ -3,14 +3,17 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # torch is installed only when the venv has none, so a user's own torch build is never replaced.
+# pip byte-compiles what it installs and compileall our own modules: where PYTHONDONTWRITEBYTECODE is set
+# (as on our CI machines), nothing else would, and every Ray worker would compile torch from source.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: setup test lint bench bench-pipeline bench-archive bench-cost bench-gpu check-gpu demo clean
 
 setup:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install --no-compile $(TORCH_SPEC)
-	$(PY) -m pip install --no-compile -e '.[test]'
+	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install $(TORCH_SPEC)
+	$(PY) -m pip install -e '.[test]'
+	$(PY) -m compileall -q pipeline model tests
 
 test:
 	$(PY) -m pytest -q

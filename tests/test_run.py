@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from run_support import comparable_catalog, finish_run, kill_run, run_cli, smoke_args, start_run, wait_for
+from run_support import comparable_catalog, kill_run, run_cli, smoke_args, start_run, wait_for
 
 from model.weights import file_sha256
 from pipeline.catalog import read_catalog
@@ -195,23 +195,23 @@ def test_a_second_run_on_a_live_output_is_refused(demo_archive, shared_dir, tmp_
 
 
 @pytest.fixture(scope="module")
-def resumed_run(smoke_run, archive_with_bad_items, shared_dir, tmp_path_factory):
+def resumed_run(smoke_run, archive_with_bad_items, shared_dir, tmp_path_factory, ray_session):
     """The smoke run's archive run again into a new output, killed (kill -9, whole session) while
-    restoring (detection runs beside it, in flight: nothing of a clip is durable before it is encoded, so
-    a kill while detecting leaves the same state), then encoding, then writing the catalog, each time
-    resumed by the same command; then run once more to the end. Returns (output, arguments, final exit
-    code and output)."""
+    encoding (a clip's segment half written, the clips after it in flight; nothing of a clip is durable
+    before its segment is, so a kill while detecting or restoring leaves a subset of this state), then
+    while writing the catalog, each time resumed by the same command; then run once more to the end, in
+    this process. Returns (output, arguments, final exit code and output)."""
     folder = tmp_path_factory.mktemp("resumed")
     out = folder / "out"
     args = ["--manifest", str(archive_with_bad_items), "--output", str(out), *smoke_args(shared_dir)]
-    for point in ("restore", "encode", "catalog"):
+    for point in ("encode", "catalog"):
         faults = folder / f"faults-{point}"
         faults.mkdir()
         run = start_run(args, {"DPT_FAULT_DIR": str(faults), "DPT_PAUSE_AT": point})
         wait_for(faults / f"paused-{point}", run)
         kill_run(run)
-    code, output = finish_run(start_run(args))
-    return out, args, code, output
+    result = run_cli(*args)  # resumed in this process, on the session's Ray (no new Ray to start)
+    return out, args, result.exit_code, result.output
 
 
 def test_killed_runs_end_with_the_catalog_and_films_of_an_uninterrupted_run(smoke_run, resumed_run):
@@ -232,7 +232,8 @@ def test_killed_runs_end_with_the_catalog_and_films_of_an_uninterrupted_run(smok
 def test_a_rerun_of_a_finished_output_keeps_everything(resumed_run, tmp_path):
     out, args, _, _ = resumed_run
     films = {path.name: path.stat().st_mtime_ns for path in (out / "videos").iterdir()}
-    code, output = finish_run(start_run(args))
+    result = run_cli(*args)
+    code, output = result.exit_code, result.output
     assert code == 1, output
     assert "4 videos were finished by an earlier run and are kept (2 failed; --retry-failed" in output
     assert "] film_a:" not in output and "] letter:" not in output  # nothing processed again
@@ -246,7 +247,8 @@ def test_retry_failed_processes_only_the_failed_videos_again(resumed_run, tmp_pa
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
     args = [copy.as_posix() if arg == str(out) else arg for arg in args]
-    code, output = finish_run(start_run([*args, "--retry-failed"]))
+    result = run_cli(*args, "--retry-failed")
+    code, output = result.exit_code, result.output
     assert code == 1, output
     assert "] letter: failed" in output and "] gone: failed" in output
     assert "] film_a:" not in output
@@ -266,7 +268,8 @@ def test_changed_settings_never_reuse_results(resumed_run, archive_with_bad_item
     args = [swap.get(arg, arg) for arg in args]
     frames = FILMS["film_b"].frame_count
     before = read_frames(copy / "videos" / "film_b.mp4", 0, frames)
-    code, output = finish_run(start_run([*args, "--set", "encode.crf=40"]))
+    result = run_cli(*args, "--set", "encode.crf=40")
+    code, output = result.exit_code, result.output
     assert code == 0, output
     assert "] film_b: done" in output and "kept" not in output
     after = read_frames(copy / "videos" / "film_b.mp4", 0, frames)
