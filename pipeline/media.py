@@ -39,8 +39,11 @@ How frames flow through a run (each node decodes from its own copy of the source
 never moved between processes, which costs more than decoding again: BENCHMARKS.md): scene analysis
 decodes each frame once, straight to 256 wide; the faces stage decodes each frame of a clip once at
 full size for the crops and, from the same decoded picture, a copy shrunk to faces.detect_max_side
-for the detector (`read_frames_with_preview`); paste and encode decode it at full size once more.
-So a full-size frame is decoded twice per run, and the detector reads a reduced-size decode.
+for the detector (`read_pictures_with_preview`); paste and encode decode it at full size once more.
+So a full-size frame is decoded twice per run, and the detector reads a reduced-size decode. Frames of
+even sizes stay I420 as decoded in both stages: the faces stage cuts crops from the planes
+(pipeline.faces.warp_face_i420) and paste blends faces into them, so no full-size frame is ever
+converted to RGB (odd sizes, and faces.mode=aligned, go through RGB: `read_frames_with_preview`).
 
 Why PyAV and not decord: every frame of a film is decoded at full size twice per run (faces, then
 paste and encode) and once small (scene analysis). Measured on a 2-core machine on a 1080p H.264
@@ -262,6 +265,35 @@ class Colour(NamedTuple):
     @property
     def range(self) -> str:
         return "JPEG" if self.pix_fmt == "yuvj420p" else "MPEG"
+
+
+# AVColorSpace -> (Kr, Kb) of its Y'CbCr matrix; any other (2, unspecified) is BT.601, as swscale takes it.
+LUMA_WEIGHTS = {1: (0.2126, 0.0722), 4: (0.30, 0.11), 7: (0.212, 0.087), 9: (0.2627, 0.0593),
+                10: (0.2627, 0.0593)}  # fmt: skip
+BT601 = (0.299, 0.114)
+
+
+@functools.lru_cache(maxsize=16)
+def yuv_to_rgb_matrix(colour: Colour) -> np.ndarray:
+    """The 3x4 float32 matrix taking (Y, U, V, 1) to (R, G, B) in the colour's matrix and range, for
+    cv2.transform of HxWx3 YUV (4:4:4) images (rounded to nearest, saturated)."""
+    kr, kb = LUMA_WEIGHTS.get(colour.colorspace, BT601)
+    kg = 1.0 - kr - kb
+    full = colour.pix_fmt == "yuvj420p"
+    y_scale, y_offset, c_scale = (1.0, 0.0, 1.0) if full else (255 / 219, 16.0, 255 / 224)
+    # R = Y' + 2(1-Kr) Cr;  B = Y' + 2(1-Kb) Cb;  G = Y' - (2 Kb (1-Kb) Cb + 2 Kr (1-Kr) Cr) / Kg
+    u_weights = np.array([0.0, -2 * kb * (1 - kb) / kg, 2 * (1 - kb)]) * c_scale
+    v_weights = np.array([2 * (1 - kr), -2 * kr * (1 - kr) / kg, 0.0]) * c_scale
+    y_weights = np.full(3, y_scale)
+    offsets = -y_weights * y_offset - (u_weights + v_weights) * 128
+    return np.column_stack([y_weights, u_weights, v_weights, offsets]).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def rgb_to_yuv_matrix(colour: Colour) -> np.ndarray:
+    """The 3x4 float32 matrix taking (R, G, B, 1) to (Y, U, V): the inverse of yuv_to_rgb_matrix."""
+    square = np.vstack([yuv_to_rgb_matrix(colour).astype(np.float64), [0, 0, 0, 1]])
+    return np.linalg.inv(square)[:3].astype(np.float32)
 
 
 class I420Converter:
@@ -793,6 +825,49 @@ def read_frames_with_preview(
     with closing(_decoded_frames(path, index, start, end, 0, 0, convert=convert)) as frames:
         full = _take(frames, end - start, path, start)
     return full, (np.stack(convert.shrunk) if convert.shrunk else full), convert.scale
+
+
+class _I420PreviewConverter:
+    """Decoded frames to I420 pictures as decoded (I420Converter), keeping beside each (in `shrunk`) an
+    RGB copy whose longest side is at most `max_side` (0: the source size), from the decoder's planes."""
+
+    def __init__(self, max_side: int) -> None:
+        self.max_side, self.full, self.small = max_side, I420Converter(), None
+        self.scale, self.shrunk = 1.0, []
+
+    def __call__(self, frame) -> np.ndarray:
+        picture = self.full(frame)
+        if self.small is None:
+            height, width = picture.shape[0] * 2 // 3, picture.shape[1]
+            self.scale = min(1.0, self.max_side / max(height, width)) if self.max_side > 0 else 1.0
+            self.small = _RGBConverter(max(1, round(width * self.scale)), max(1, round(height * self.scale)))
+        self.shrunk.append(self.small(frame))
+        return picture
+
+
+def read_pictures_with_preview(
+    path: str | Path, start: int, end: int, max_side: int
+) -> tuple[np.ndarray, Colour | None, np.ndarray, float]:
+    """Frames [start, end) as decoded I420 pictures (TxH*3/2xW, see I420Converter; even sizes only) with
+    their Colour, and from the same decode RGB frames shrunk so that their longest side is at most
+    `max_side` (0: not shrunk), with the shrinking's scale (<= 1).
+
+    The faces stage reads clips of even sizes so: the detector looks at the shrunk RGB frames and
+    alignment cuts the crops from the pictures' planes (pipeline.faces.warp_face_i420), so that no
+    full-size frame is converted to RGB (at 1080p that conversion costs about as much as decoding).
+
+    Raises:
+        MediaError: odd frame sizes (no I420 layout), or what decoding raises."""
+    index = _checked_frame_index(path, 0, 0)
+    _check_range(path, start, end, index.frame_count)
+    convert = _I420PreviewConverter(max_side)
+    if start == end:
+        empty = read_frames(path, start, end)
+        height, width = empty.shape[1:3]
+        return np.zeros((0, height * 3 // 2, width), np.uint8), None, empty, 1.0
+    with closing(_decoded_frames(path, index, start, end, 0, 0, convert=convert)) as frames:
+        pictures = _take(frames, end - start, path, start)
+    return pictures, convert.full.colour, np.stack(convert.shrunk), convert.scale
 
 
 def _take(frames: Iterator[np.ndarray], count: int, path: str | Path, first: int) -> np.ndarray:

@@ -12,7 +12,6 @@ Models load on first use, so a Restorer that only finds faces never loads the ne
 """
 from __future__ import annotations
 
-import functools
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -25,7 +24,7 @@ import numpy as np
 from pipeline.config import ConfigError, EncodeSettings, Settings
 from pipeline.faces.align import FACE_SIZE, AlignedFaces
 from pipeline.faces.paste import PastedFace
-from pipeline.media import I420Converter, VideoInfo, probe, read_frames
+from pipeline.media import Colour, I420Converter, VideoInfo, probe, read_frames
 from pipeline.scenes import Clip, split_scenes
 
 K = TypeVar("K")
@@ -173,19 +172,22 @@ class Restorer:
 
     def find_faces(
         self, frames: np.ndarray, start: int = 0, clip: str = "0", align: bool = True,
-        shrunk: np.ndarray | None = None, scale: float = 1.0,
+        shrunk: np.ndarray | None = None, scale: float = 1.0, colour: Colour | None = None,
     ) -> ClipFaces:  # fmt: skip
         """Detect, track and smooth the faces of a clip's frames (frame `start` of its video first), and
         align the tracks to restore (unless `align` is False). The detector reads `shrunk` (the frames
-        shrunk by `scale`) when given. In aligned mode each frame is the face: one track covering the
-        clip, resized to 512."""
+        shrunk by `scale`) when given. With `colour`, `frames` are the clip's decoded I420 pictures
+        (pipeline.media.read_pictures_with_preview; `shrunk` is then needed) and crops are cut from
+        their planes. In aligned mode each frame is the face: one track covering the clip, resized to
+        512."""
         if self.aligned_mode:
             return _whole_frames(frames, start)
         from pipeline.faces import align_track, track_faces
 
         tracks = track_faces(frames, self.detector, self.settings.faces, clip, shrunk=shrunk, scale=scale)
         summaries = [_summary(track, start) for track in tracks]
-        aligned = {track.track_id: align_track(frames, track) for track in tracks if track.restore and align}
+        aligned = {track.track_id: align_track(frames, track, colour=colour)
+                   for track in tracks if track.restore and align}  # fmt: skip
         return ClipFaces(tracks, summaries, aligned)
 
     def restore_faces(self, faces: Mapping[K, AlignedFaces]) -> dict[K, AlignedFaces]:
@@ -238,11 +240,10 @@ class Restorer:
 
             return faces_to_frames(faces[-1].crop[None], *frame.shape[:2])[0]
         from pipeline.faces import paste_faces, paste_faces_i420
-        from pipeline.media import rgb_to_i420
 
         if decoded is None:
             return paste_faces(frame, faces)
-        return paste_faces_i420(frame, faces, functools.partial(rgb_to_i420, colour=decoded.colour))
+        return paste_faces_i420(frame, faces, decoded.colour)
 
     # -- the whole journey -----------------------------------------------------------------------
 

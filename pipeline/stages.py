@@ -302,18 +302,21 @@ class DetectFaces(Stage):
             self.restorer.detector  # noqa: B018 (loads the detector)
 
     def run_one(self, task: ClipTask) -> ClipTask:
-        """One decode of the clip gives the full-size frames (for the crops) and, shrunk from the same
-        decoded pictures, the frames the detector reads (faces.detect_max_side)."""
-        from pipeline.media import read_frames, read_frames_with_preview
+        """One decode of the clip gives the full-size pictures (for the crops) and, shrunk from the same
+        decoded pictures, the frames the detector reads (faces.detect_max_side). Pictures of even sizes
+        stay I420 as decoded and crops are cut from their planes; odd sizes are converted to RGB."""
+        from pipeline.media import read_frames, read_frames_with_preview, read_pictures_with_preview
 
-        source = self.source(task)
+        source, colour = self.source(task), None
+        max_side = self.context.settings.faces.detect_max_side
         if self.restorer.aligned_mode:
             frames, shrunk, scale = read_frames(source, task.start, task.end), None, 1.0
+        elif task.width % 2 == 0 and task.height % 2 == 0:
+            frames, colour, shrunk, scale = read_pictures_with_preview(source, task.start, task.end, max_side)
         else:
-            max_side = self.context.settings.faces.detect_max_side
             frames, shrunk, scale = read_frames_with_preview(source, task.start, task.end, max_side)
         clip = str(task.clip_index)
-        faces = self.restorer.find_faces(frames, task.start, clip, shrunk=shrunk, scale=scale)
+        faces = self.restorer.find_faces(frames, task.start, clip, shrunk=shrunk, scale=scale, colour=colour)
         fault_point("faces", task.video_id)
         summaries, flows = self.measured(faces)
         return replace(task, tracks_json=json.dumps(summaries), tracks=len(summaries),

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from faces_support import footage_paths, mobile_detector, read_clip
 
-from pipeline.faces import alignment_affine, warp_face
-from pipeline.faces.align import FFHQ_TEMPLATE_512, face_template, map_points
+from pipeline.faces import alignment_affine, warp_face, warp_face_i420
+from pipeline.faces.align import BORDER_RGB, FFHQ_TEMPLATE_512, chroma_affine, face_template, map_points
+from pipeline.media import Colour, i420_to_rgb, rgb_to_i420
 
 
 def _similarity(angle_degrees: float, scale: float, shift: tuple[float, float]) -> np.ndarray:
@@ -68,3 +69,51 @@ def test_a_warped_real_face_aligns_back_onto_the_template(shared_dir):
     print(f"\nmean landmark error of mobile0.25 on the warped face: {error:.2f} px at 512")
     template_eye_distance = FFHQ_TEMPLATE_512[1, 0] - FFHQ_TEMPLATE_512[0, 0]
     assert error < 0.2 * template_eye_distance
+
+
+BT709 = Colour("yuv420p", 1, 1)
+BT601_FULL = Colour("yuvj420p", 5, 2)
+UNSPECIFIED = Colour("yuv420p", 2, 0)
+COLOURS = pytest.mark.parametrize("colour", [BT709, BT601_FULL, UNSPECIFIED], ids=["709", "601full", "unset"])
+
+
+@COLOURS
+def test_a_crop_cut_from_i420_planes_is_the_crop_of_the_rgb_frame(shared_dir, colour):
+    """The faces stage cuts crops from decoded I420 pictures: a real frame coded in the colour's matrix
+    and range gives (nearly) the crop that warp_face cuts from the frame's RGB, gray border included."""
+    frame = read_clip(footage_paths(shared_dir)[1], max_frames=1)[0]
+    picture = rgb_to_i420(frame, colour)
+    # decoded the way the faces stage's RGB would be: exactly, as the colour says (chroma upsampled)
+    decoded_rgb = i420_to_rgb(picture, colour)
+    for affine in (_similarity(8, 1.4, (-60, -90)), _similarity(-15, 0.7, (200, 120))):  # in, partly out
+        reference = warp_face(decoded_rgb, affine).astype(np.int16)
+        crop = warp_face_i420(picture, affine, colour).astype(np.int16)
+        assert crop.shape == reference.shape == (512, 512, 3) and crop.dtype == np.int16
+        difference = np.abs(crop - reference)
+        assert difference.mean() < 1.0, difference.mean()
+        assert np.percentile(difference, 99) <= 4, np.percentile(difference, 99)
+    outside = warp_face_i420(picture, _similarity(0, 1.0, (5000, 5000)), colour)
+    assert np.abs(outside.astype(int) - BORDER_RGB).max() <= 1  # facexlib's gray, in every matrix
+
+
+@COLOURS
+def test_i420_crops_convert_with_the_sources_matrix_and_range(colour):
+    """Flat colours coded by swscale in the colour's matrix and range come back within 2 levels: a wrong
+    matrix (BT.601 for BT.709) or range would be off by 5-30 levels on these."""
+    for rgb in ((200, 40, 90), (30, 160, 220), (240, 230, 20), (128, 128, 128)):
+        picture = rgb_to_i420(np.full((64, 64, 3), rgb, np.uint8), colour)
+        crop = warp_face_i420(picture, _similarity(0, 4.0, (0, 0)), colour, face_size=64)
+        assert np.abs(crop.astype(int) - rgb).max() <= 2, (rgb, crop[32, 32])
+    wrong = Colour("yuv420p", 5, 1) if colour.colorspace == 1 else BT709
+    picture = rgb_to_i420(np.full((64, 64, 3), (200, 40, 90), np.uint8), colour)
+    off = warp_face_i420(picture, _similarity(0, 4.0, (0, 0)), wrong, face_size=64)
+    assert np.abs(off.astype(int) - (200, 40, 90)).max() >= 5
+
+
+def test_chroma_affine_places_chroma_samples_at_the_centre_of_their_luma_pixels():
+    affine = _similarity(20, 1.7, (-35.0, 12.5))
+    chroma = chroma_affine(affine)
+    for chroma_point in ((0.0, 0.0), (10.0, 3.0), (250.5, 99.0)):
+        luma_point = 2 * np.array(chroma_point) + 0.5
+        np.testing.assert_allclose(map_points(chroma_point, chroma), map_points(luma_point, affine),
+                                   atol=1e-9)  # fmt: skip

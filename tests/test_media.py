@@ -236,6 +236,34 @@ def test_frames_with_a_preview_come_from_one_decode_and_match_reading_each(tmp_p
     assert one == 1.0 and same_small is same and same.shape == (3, 96, 160, 3)
 
 
+def test_pictures_with_a_preview_are_the_decoded_i420_pictures_and_the_shrunk_rgb(tmp_path):
+    """The faces stage's read of even-sized clips: the I420 pictures as decoded (what paste and encode
+    read) with their colour, and the frames shrunk for the detector exactly as read_frames_with_preview
+    shrinks them; no shrinking asked: RGB frames at the source size."""
+    from pipeline.media import (
+        I420Converter,
+        iter_frames,
+        read_frames_with_preview,
+        read_pictures_with_preview,
+    )
+
+    path = make_video(tmp_path / "clip.mp4", 20, size="160x96")
+    pictures, colour, small, scale = read_pictures_with_preview(path, 5, 15, 64)
+    decoded = I420Converter()
+    (first, expected), = iter_frames(path, 5, 15, batch=10, convert=decoded)
+    assert first == 5 and pictures.shape == (10, 144, 160) and colour == decoded.colour
+    np.testing.assert_array_equal(pictures, expected)
+    _, preview_small, preview_scale = read_frames_with_preview(path, 5, 15, 64)
+    assert scale == preview_scale == pytest.approx(64 / 160)
+    np.testing.assert_array_equal(small, preview_small)
+    _, _, unshrunk, one = read_pictures_with_preview(path, 0, 3, 0)
+    assert one == 1.0
+    np.testing.assert_array_equal(unshrunk, read_frames(path, 0, 3))
+    odd = make_video(tmp_path / "odd.mp4", 4, size="161x97", pix_fmt="yuv444p")
+    with pytest.raises(MediaError, match="odd size"):
+        read_pictures_with_preview(odd, 0, 2, 64)
+
+
 def test_an_avi_whose_packets_carry_no_presentation_times_is_probed_and_decoded(tmp_path):
     """MPEG-4 Part 2 with B-frames in AVI: ffmpeg gives no pts for some packets (their decode times
     stand in), which once made the frame rate 1/0."""

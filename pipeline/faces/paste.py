@@ -12,13 +12,13 @@ is warped in RGB and converted to the source's YUV, then blended plane by plane 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from pipeline.media import i420_planes
+from pipeline.media import i420_planes, rgb_to_yuv_matrix
 
 
 @dataclass
@@ -71,45 +71,47 @@ def paste_face_into(frame: np.ndarray, face: PastedFace) -> None:
     source[...] = cv2.blendLinear(warped_face, source, mask, 1.0 - mask)
 
 
-def paste_faces_i420(
-    picture: np.ndarray, faces: Sequence[PastedFace], to_i420: Callable[[np.ndarray], np.ndarray]
-) -> np.ndarray:
+def paste_faces_i420(picture: np.ndarray, faces: Sequence[PastedFace], colour) -> np.ndarray:
     """Composite restored faces into a copy of a decoded I420 picture, later faces over earlier ones: as
-    pasting into the picture's RGB and converting back would, but only the faces' regions are converted.
+    pasting into the picture's RGB and converting back would, but only the faces are converted.
 
     Arguments:
         picture: (H*3/2)xW uint8 I420 picture (pipeline.media.I420Converter), H and W even.
         faces: the restored faces of this frame.
-        to_i420: an HxWx3 uint8 RGB image of even sizes as an I420 picture in the source's matrix and
-            range (pipeline.media.rgb_to_i420 with the source's Colour).
+        colour: the picture's pipeline.media.Colour (matrix and range the faces are converted to).
     Returns:
         the picture with the faces pasted; pixels outside every face's region keep their values.
     """
     result = picture.copy()
     for face in faces:
-        paste_face_into_i420(result, face, to_i420)
+        paste_face_into_i420(result, face, colour)
     return result
 
 
-def paste_face_into_i420(
-    picture: np.ndarray, face: PastedFace, to_i420: Callable[[np.ndarray], np.ndarray]
-) -> None:
-    """Blend one restored face into an I420 picture in place (see paste_faces_i420)."""
+def paste_face_into_i420(picture: np.ndarray, face: PastedFace, colour) -> None:
+    """Blend one restored face into an I420 picture in place (see paste_faces_i420): the 512x512 crop is
+    converted to YUV once, its Y warped onto the face's region of the frame and its U and V straight
+    onto the region's chroma samples (each at the centre of its 2x2 luma pixels), so that no region of
+    the frame is converted from RGB (costly for large faces)."""
     planes = i420_planes(picture)
     placement = _placement(face, planes[0].shape, even=True)
     if placement is None:
         return
     (x0, y0, x1, y1), to_region = placement
     size = (x1 - x0, y1 - y0)
-    warped_face = cv2.warpAffine(
-        face.crop, to_region, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
+    chroma_size = (size[0] // 2, size[1] // 2)
+    # region chroma sample (i, j) sits at region luma (2i + 0.5, 2j + 0.5)
+    to_chroma = np.vstack([to_region, [0.0, 0.0, 1.0]])
+    to_chroma = (np.array([[0.5, 0, -0.25], [0, 0.5, -0.25]]) @ to_chroma)
+    yuv = cv2.split(cv2.transform(face.crop, rgb_to_yuv_matrix(colour)))
     mask = feathered_mask(face, to_region, size)
-    chroma = cv2.resize(mask, (size[0] // 2, size[1] // 2), interpolation=cv2.INTER_AREA)
-    restored = i420_planes(to_i420(warped_face))
-    for plane, ours, weight, step in zip(planes, restored, (mask, chroma, chroma), (1, 2, 2), strict=True):
+    chroma = cv2.resize(mask, chroma_size, interpolation=cv2.INTER_AREA)
+    for step, plane, ours, affine, weight in zip((1, 2, 2), planes, yuv, (to_region, to_chroma, to_chroma),
+                                                 (mask, chroma, chroma), strict=True):  # fmt: skip
         source = plane[y0 // step : y1 // step, x0 // step : x1 // step]  # step: 2 for the chroma planes
-        source[...] = cv2.blendLinear(ours, source, weight, 1.0 - weight)
+        warped = cv2.warpAffine(ours, affine, (source.shape[1], source.shape[0]), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+        source[...] = cv2.blendLinear(warped, source, weight, 1.0 - weight)
 
 
 def paste_mask(face: PastedFace, frame_shape: tuple[int, int]) -> np.ndarray:
