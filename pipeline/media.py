@@ -788,21 +788,24 @@ class _RGBConverter:
 
 
 class _PreviewConverter:
-    """Decoded frames to full-size RGB, keeping beside each (in `shrunk`) its copy shrunk so the longest
-    side is at most `max_side`, both from the same decoded picture: the shrinking reads the decoder's
-    own planes (area filter), not the RGB."""
+    """Decoded frames to what `full` makes of them (full-size RGB by default), keeping beside each (in
+    `shrunk`) an RGB copy shrunk so the longest side is at most `max_side`, both from the same decoded
+    picture: the shrinking reads the decoder's own planes (area filter), not the full-size result.
+    `always`: keep the copy also when nothing is shrunk (scale 1: an RGB copy at the source size)."""
 
-    def __init__(self, max_side: int) -> None:
-        self.max_side, self.full, self.small = max_side, _RGBConverter(0, 0), None
-        self.scale, self.shrunk = 1.0, []
+    def __init__(self, max_side: int, full=None, always: bool = False) -> None:
+        self.max_side, self.full, self.small = max_side, full or _RGBConverter(0, 0), None
+        self.scale, self.shrunk, self.always = 1.0, [], always
 
     def __call__(self, frame) -> np.ndarray:
         full = self.full(frame)
         if self.small is None:
-            height, width = full.shape[:2]
+            height, width = frame.height, frame.width
+            if round(frame.rotation / 90) % 2:  # the full-size result is upright
+                height, width = width, height
             self.scale = min(1.0, self.max_side / max(height, width)) if self.max_side > 0 else 1.0
             self.small = _RGBConverter(max(1, round(width * self.scale)), max(1, round(height * self.scale)))
-        if self.scale < 1.0:
+        if self.scale < 1.0 or self.always:
             self.shrunk.append(self.small(frame))
         return full
 
@@ -827,24 +830,6 @@ def read_frames_with_preview(
     return full, (np.stack(convert.shrunk) if convert.shrunk else full), convert.scale
 
 
-class _I420PreviewConverter:
-    """Decoded frames to I420 pictures as decoded (I420Converter), keeping beside each (in `shrunk`) an
-    RGB copy whose longest side is at most `max_side` (0: the source size), from the decoder's planes."""
-
-    def __init__(self, max_side: int) -> None:
-        self.max_side, self.full, self.small = max_side, I420Converter(), None
-        self.scale, self.shrunk = 1.0, []
-
-    def __call__(self, frame) -> np.ndarray:
-        picture = self.full(frame)
-        if self.small is None:
-            height, width = picture.shape[0] * 2 // 3, picture.shape[1]
-            self.scale = min(1.0, self.max_side / max(height, width)) if self.max_side > 0 else 1.0
-            self.small = _RGBConverter(max(1, round(width * self.scale)), max(1, round(height * self.scale)))
-        self.shrunk.append(self.small(frame))
-        return picture
-
-
 def read_pictures_with_preview(
     path: str | Path, start: int, end: int, max_side: int
 ) -> tuple[np.ndarray, Colour | None, np.ndarray, float]:
@@ -860,7 +845,7 @@ def read_pictures_with_preview(
         MediaError: odd frame sizes (no I420 layout), or what decoding raises."""
     index = _checked_frame_index(path, 0, 0)
     _check_range(path, start, end, index.frame_count)
-    convert = _I420PreviewConverter(max_side)
+    convert = _PreviewConverter(max_side, I420Converter(), always=True)
     if start == end:
         empty = read_frames(path, start, end)
         height, width = empty.shape[1:3]

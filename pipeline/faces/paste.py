@@ -5,9 +5,10 @@ is equally soft for every face size) and warped into the frame with the crop: fo
 mask it is made once per crop size, and a frame costs two warps and one blend of the face's region.
 
 Faces are pasted into RGB frames (`paste_faces`) or into decoded I420 pictures (`paste_faces_i420`,
-what paste and encode do for 4:2:0 output): there only the face's region, widened to even coordinates,
-is warped in RGB and converted to the source's YUV, then blended plane by plane with the same mask
-(shrunk 2x by area for the chroma planes); the rest of the picture stays as decoded.
+what paste and encode do for 4:2:0 output): there the 512x512 crop is converted to the source's YUV
+once, and its planes are warped onto the face's region (widened to even coordinates) and its chroma
+samples, then blended plane by plane with the same mask (shrunk 2x by area for the chroma planes); the
+rest of the picture stays as decoded.
 """
 from __future__ import annotations
 
