@@ -135,3 +135,31 @@ def test_pasting_into_decoded_yuv_matches_pasting_into_rgb_then_converting(two_f
               f"changed by {change:.1f}")  # fmt: skip
         assert difference < (1.0 if colour.pix_fmt == "yuvj420p" and name != "Y" else 0.5) and change > 10
         np.testing.assert_array_equal(ours[weight == 0], source[weight == 0])
+
+
+@pytest.mark.parametrize("path", ["rgb", "i420"])
+def test_the_paste_never_reads_the_crops_outer_pixels(two_faces_in_a_wide_frame, path):
+    """The feathered mask is 0 on the crop's outer ring, so what a warp would take from beyond the crop
+    (paste's warps use a constant border: half the time of a replicated one) never shows: a crop whose
+    outer ring is changed pastes bit for bit as the crop does, at every size it lands at."""
+    frame, _, faces = two_faces_in_a_wide_frame
+    colour = Colour("yuv420p", 1, 1)
+    picture = rgb_to_i420(frame, colour)
+    for scale in (0.3, 1.0, 2.5):  # the crop shrunk, as it is, enlarged onto the frame
+        moved = []
+        for face in faces:
+            affine = face.affine.copy()
+            affine[:, :2] /= scale
+            moved.append(PastedFace(face.crop, affine))
+        ringed = []
+        for face in moved:
+            crop = face.crop.copy()
+            crop[[0, -1]], crop[:, [0, -1]] = (255, 0, 255), (0, 255, 0)
+            ringed.append(PastedFace(crop, face.affine))
+        if path == "rgb":
+            plain, changed = paste_faces(frame, moved), paste_faces(frame, ringed)
+        else:
+            plain = paste_faces_i420(picture, moved, colour)
+            changed = paste_faces_i420(picture, ringed, colour)
+        assert not np.array_equal(plain, picture if path == "i420" else frame)  # the faces were pasted
+        np.testing.assert_array_equal(changed, plain)

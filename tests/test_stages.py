@@ -257,3 +257,18 @@ def test_in_a_run_the_probe_stage_identifies_each_video_and_hands_back_an_earlie
     assert split_video(lou, context)[0].kept
     text.write_text("another text")  # the source changed: its key too
     assert not split_video(notes, context)[0].kept
+
+
+def test_a_stage_actor_keeps_opencvs_threads_to_the_cpus_it_asked_for(context):
+    """Ray gives torch OMP_NUM_THREADS; OpenCV's pool would be as wide as the node in every actor."""
+    import cv2
+
+    from pipeline.execute import StageActor
+
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(4)
+        StageActor(PasteAndEncode, context)
+        assert cv2.getNumThreads() == max(1, int(PasteAndEncode.resources(context).cpus)) < 4
+    finally:
+        cv2.setNumThreads(before)

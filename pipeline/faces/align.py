@@ -65,19 +65,25 @@ def alignment_affine(landmarks: np.ndarray, face_size: int = FACE_SIZE) -> np.nd
     return affine
 
 
-def warp_face(frame: np.ndarray, affine: np.ndarray, face_size: int = FACE_SIZE) -> np.ndarray:
-    """HxWx3 frame -> SxSx3 crop through a 2x3 frame -> crop affine (bilinear, gray outside the frame)."""
+def warp_face(
+    frame: np.ndarray, affine: np.ndarray, face_size: int = FACE_SIZE, out: np.ndarray | None = None
+) -> np.ndarray:
+    """HxWx3 frame -> SxSx3 crop through a 2x3 frame -> crop affine (bilinear, gray outside the frame);
+    written into `out` (a contiguous SxSx3 uint8 array) when given."""
     return cv2.warpAffine(
         frame,
         affine,
         (face_size, face_size),
+        dst=out,
         flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=BORDER_RGB,
     )
 
 
-def warp_face_i420(picture: np.ndarray, affine: np.ndarray, colour, face_size: int = FACE_SIZE) -> np.ndarray:
+def warp_face_i420(
+    picture: np.ndarray, affine: np.ndarray, colour, face_size: int = FACE_SIZE, out: np.ndarray | None = None
+) -> np.ndarray:
     """A decoded (H*3/2)xW I420 picture -> SxSx3 RGB crop through a 2x3 frame -> crop affine, without
     converting the frame to RGB: each plane is warped straight to the crop's size (the chroma planes
     through `chroma_affine`), then the crop's YUV is converted with the source's matrix and range
@@ -86,7 +92,7 @@ def warp_face_i420(picture: np.ndarray, affine: np.ndarray, colour, face_size: i
     This is how the faces stage cuts crops: at 1080p the full frame's RGB conversion cost about as much
     as decoding it, and a crop costs about twice warp_face's. Against warp_face of the decoder's RGB
     frame, crops differ by about a level on average (rounding, and chroma interpolated once, by the
-    warp, rather than upsampled and then warped)."""
+    warp, rather than upsampled and then warped). Written into `out` (SxSx3 uint8) when given."""
     from pipeline.media import i420_planes, yuv_to_rgb_matrix
 
     size, chroma = (face_size, face_size), chroma_affine(affine)
@@ -100,7 +106,7 @@ def warp_face_i420(picture: np.ndarray, affine: np.ndarray, colour, face_size: i
                              borderMode=cv2.BORDER_CONSTANT, borderValue=border)
               for plane, plane_affine, border in zip((y, u, v), (affine, chroma, chroma),
                                                      _border_yuv(colour), strict=True)]  # fmt: skip
-    return cv2.transform(cv2.merge(planes), yuv_to_rgb_matrix(colour))
+    return cv2.transform(cv2.merge(planes), yuv_to_rgb_matrix(colour), dst=out)
 
 
 def _leaves_frame(affine: np.ndarray, face_size: int, frame_shape: tuple[int, int]) -> bool:
@@ -146,12 +152,12 @@ def align_track(
     """
     landmarks = track.smoothed_landmarks if smoothed else track.landmarks
     affines = np.stack([alignment_affine(points, face_size) for points in landmarks])
-    pairs = zip(track.frames, affines, strict=True)
-    if colour is None:
-        crops = np.stack([warp_face(frames[frame], affine, face_size) for frame, affine in pairs])
-    else:
-        crops = np.stack([warp_face_i420(frames[frame], affine, colour, face_size)
-                          for frame, affine in pairs])  # fmt: skip
+    crops = np.empty((len(affines), face_size, face_size, 3), np.uint8)  # each crop warped into its place
+    for crop, frame, affine in zip(crops, track.frames, affines, strict=True):
+        if colour is None:
+            warp_face(frames[frame], affine, face_size, out=crop)
+        else:
+            warp_face_i420(frames[frame], affine, colour, face_size, out=crop)
     return AlignedFaces(crops=crops, affines=affines, frames=track.frames.copy())
 
 
