@@ -180,22 +180,36 @@ def quality(encoded: Path, source: Path) -> tuple[float, float]:
 # -- 2. the stages, in this process -----------------------------------------------------------------
 
 
-def stage_costs(film: Path, settings, work: Path, compare: dict | None = None) -> dict:
-    """CPU seconds of each stage over the film, called as the actors call them, with the detector's
-    network and the shrinking before it measured apart. Keys: probe, faces, detect_net, detect_shrink,
-    restore, encode, assemble; and frames, face_frames. `compare`: preset -> settings whose paste +
-    encode stage is also measured on the same restored clips (key `encode@PRESET`)."""
+def stage_costs(
+    film: Path, settings, work: Path, compare: dict | None = None, network: bool = False
+) -> dict:
+    """CPU seconds of each stage over the film, called as the actors call them (with the threads an
+    actor of one CPU has), with the detector's network and the shrinking before it measured apart.
+    Keys: probe, faces, detect_net, detect_shrink, restore, encode, assemble; and frames, face_frames.
+    `compare`: preset -> settings whose paste + encode stage is also measured on the same restored clips
+    (key `encode@PRESET`).
+
+    Restoration gives back the crops it is given unless `network`: the encoder then sees faces like the
+    source's, as it would a real network's. The tiny network's synthetic weights paint the faces with
+    noise that costs libx264 several times the bits and the time (at medium more than twice the
+    encoder's time for the whole film), which no real restoration would."""
+    import torch
+
     from pipeline.assemble import assemble_video
     from pipeline.context import make_context
+    from pipeline.execute import use_cpus
     from pipeline.faces import detect
     from pipeline.records import VideoTask
     from pipeline.stages import DetectFaces, PasteAndEncode, ProbeVideo, RestoreFaces
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as Ray's OMP_NUM_THREADS=1 does in an actor of one CPU
+    use_cpus(1)
     costs: dict = {}
     context = make_context(settings, work_root=work / "work")
     video = VideoTask(film.stem, str(film))
-    network, shrink = detect.run_retinaface, detect.to_detector_input
-    detect.run_retinaface = _timed(network, costs, "detect_net")
+    detector, shrink = detect.run_retinaface, detect.to_detector_input
+    detect.run_retinaface = _timed(detector, costs, "detect_net")
     detect.to_detector_input = _timed(shrink, costs, "detect_shrink")
     try:
         stages = {
@@ -204,6 +218,8 @@ def stage_costs(film: Path, settings, work: Path, compare: dict | None = None) -
         }
         for stage in stages.values():
             stage.setup()  # models load once per actor: not a per-frame cost
+        if not network:
+            stages["restore"].restorer.restore_backing_off = lambda clips: [clip.copy() for clip in clips]
         with measured(costs, "probe"):
             clips = ProbeVideo(context).process([video])
         for name, stage in stages.items():
@@ -218,11 +234,14 @@ def stage_costs(film: Path, settings, work: Path, compare: dict | None = None) -
         with measured(costs, "assemble"):
             result = assemble_video(video, clips, work / "videos")
     finally:
-        detect.run_retinaface, detect.to_detector_input = network, shrink
+        detect.run_retinaface, detect.to_detector_input = detector, shrink
+        torch.set_num_threads(threads)
+        use_cpus(os.cpu_count() or 1)
     if result.video["status"] != "done":
         raise SystemExit(f"{film}: {result.video['error']}")
     costs["frames"] = result.video["frames_out"]
     costs["face_frames"] = result.video["faces_restored"]
+    costs["bytes"] = Path(result.video["output_uri"]).stat().st_size
     return costs
 
 
@@ -295,7 +314,7 @@ def ray_run_cpu(film: Path, settings, out: Path) -> tuple[float, float] | None:
     return used, wall
 
 
-def ray_overhead(film: Path, film_costs: dict, args) -> list[str]:
+def ray_overhead(film: Path, args) -> list[str]:
     """Ray's own CPU: the whole run of the film (five clips) and of its first shot alone (one clip) under
     an embedded Ray, each against the same stages in one process; two runs separate start-up from the
     cost per clip."""
@@ -308,15 +327,13 @@ def ray_overhead(film: Path, film_costs: dict, args) -> list[str]:
     short = render_film(one_shot, args.footage, args.work / "cost_1080p_shot.mp4")
     settings = settings_for(args.weights, EncodeSettings().preset)
     runs = {}
-    for name, path, clips, costs in (("shot", short, 1, None), ("film", film, 5, film_costs)):
+    for name, path, clips in (("shot", short, 1), ("film", film, 5)):
         measured_run = ray_run_cpu(path, settings, args.work / f"ray_out_{name}")
         if measured_run is None:
             return ["", "- Ray's overhead: not measured (cgroup v1 cpuacct is not writable here)"]
-        if costs is None:
-            costs = stage_costs(path, settings, args.work / "stages_shot")
-            costs["ms"] = {
-                key: value * 1000 / costs["frames"] for key, value in costs.items() if key != "frames"
-            }
+        # the run restores with the tiny network: so do the stages it is set against
+        costs = stage_costs(path, settings, args.work / f"stages_ray_{name}", network=True)
+        costs["ms"] = {key: value * 1000 / costs["frames"] for key, value in costs.items() if key != "frames"}
         inside = sum(costs["ms"][key] for key in ("probe", "faces", "restore", "encode", "assemble"))
         used, wall = measured_run
         frames = args.shot_frames * clips
@@ -414,12 +431,13 @@ def main(argv: list[str] | None = None) -> None:
     rate, rate_source = gpu_restoration_rate()
     lines += [
         "",
-        "#### Stages, core-ms per source frame (tiny network; restoration is the GPU's and not counted)",
+        "#### Stages, core-ms per source frame (restoration, the GPU's, gives back its crops and is not "
+        "counted; stages with one thread, as in an actor of one CPU)",
         "",
         "| film | probe + scenes | faces: detection network | faces: shrink | faces: decode, track, "
         "align | paste + encode | assembly | CPU side, detection on CPU | CPU side, detection off the CPU "
-        "| plain re-encode | ratio (detection on CPU) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| plain re-encode | ratio (detection on CPU) | kbit/s: output, plain |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     per_film = {}
     compare = {preset: settings_for(args.weights, preset) for preset in args.compare_presets
@@ -431,12 +449,15 @@ def main(argv: list[str] | None = None) -> None:
         costs["ms"] = ms = {
             key: value * 1000 / costs["frames"]
             for key, value in costs.items()
-            if key not in ("frames", "face_frames")
+            if key not in ("frames", "face_frames", "bytes")
         }
         rest = ms["faces"] - ms.get("detect_net", 0) - ms.get("detect_shrink", 0)
         on_cpu = ms["probe"] + ms["faces"] + ms["encode"] + ms["assemble"]
         off_cpu = on_cpu - ms.get("detect_net", 0)
-        plain_ms = plain_reencode_ms(film, default_preset, args.work / f"plain_{size}.mp4", costs["frames"])
+        plain_file = args.work / f"plain_{size}.mp4"
+        plain_ms = plain_reencode_ms(film, default_preset, plain_file, costs["frames"])
+        kbps = {name: size_bytes * 8 / 1000 / float(costs["frames"] / RATE)
+                for name, size_bytes in (("out", costs["bytes"]), ("plain", plain_file.stat().st_size))}
         for preset in compare:
             at_preset = on_cpu - ms["encode"] + ms[f"encode@{preset}"]
             plain_at = plain_reencode_ms(film, preset, args.work / f"plain_{size}_{preset}.mp4",
@@ -452,7 +473,7 @@ def main(argv: list[str] | None = None) -> None:
             f"| {size} | {ms['probe']:.1f} | {ms.get('detect_net', 0):.1f} | "
             f"{ms.get('detect_shrink', 0):.1f} | "
             f"{rest:.1f} | {ms['encode']:.1f} | {ms['assemble']:.1f} | {on_cpu:.1f} | {off_cpu:.1f} | "
-            f"{plain_ms:.1f} | {on_cpu / plain_ms:.2f}x |"
+            f"{plain_ms:.1f} | {on_cpu / plain_ms:.2f}x | {kbps['out']:.0f}, {kbps['plain']:.0f} |"
         )
     if compared:
         lines += [
@@ -480,7 +501,7 @@ def main(argv: list[str] | None = None) -> None:
         resnet_small = detector_ms(film, "retinaface_resnet50", None, 320, args.detector_frames)
         lines.append(f"| {size} | {mobile:.1f} | {resnet:.1f} | {resnet_small:.1f} |")
     if not args.no_ray and "1080p" in films:
-        lines += ray_overhead(films["1080p"], per_film["1080p"], args)
+        lines += ray_overhead(films["1080p"], args)
     lines += [
         "",
         f"#### Cores one GPU needs (restoration rate {rate:.0f} face-frames/s: {rate_source})",

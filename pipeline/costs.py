@@ -18,11 +18,12 @@ from pathlib import Path
 from pipeline.config import NVENC_CODECS
 
 REFERENCE_PIXELS = 1920 * 1080
-# core-ms per 1080p source frame, `make bench-cost` (BENCHMARKS.md, 2026-12-01, 2 cores, PyAV decoding)
-PROBE_MS = 3.6  # scene analysis: a decode straight to 256 wide
-FACES_MS = 13.0  # the faces stage less detection: full decode, tracking, smoothing, alignment, packing
-SHRINK_MS = 1.0  # the decoder's shrunk copy for the detector (the faces actor's part with detection on a GPU)
-DECODE_PASTE_MS = 31.3  # the encode actor less the encoder: decode, paste-back, frames to ffmpeg
+# core-ms per 1080p source frame, `make bench-cost` (BENCHMARKS.md, re-measured 2026-12-02, 2 cores,
+# one thread per stage as in an actor of one CPU; the encoder table below is 2026-12-01's)
+PROBE_MS = 5.0  # scene analysis: a decode straight to 256 wide
+FACES_MS = 14.3  # the faces stage less detection: full decode, tracking, smoothing, alignment, packing
+SHRINK_MS = 1.2  # the decoder's shrunk copy for the detector (the faces actor's part with detection on a GPU)
+DECODE_PASTE_MS = 8.0  # the encode actor less the encoder: decode, paste-back, frames to ffmpeg
 ASSEMBLE_MS = 0.2
 # the encoder alone (libx264 at CRF 18, 1080p) by preset; slow and beyond: extrapolated, not measured
 ENCODER_MS = {"ultrafast": 5.9, "superfast": 12.0, "veryfast": 16.4, "faster": 27.4, "fast": 33.3,
@@ -31,7 +32,8 @@ X265_FACTOR = 3.0  # libx265 against libx264 at the same preset (rough, not meas
 NVENC_MS = 4.0  # NVENC: the CPU side of feeding the hardware encoder (not measured: no such GPU here)
 # each detector's network and decoding on the CPU at a 640 longest side, 1080p frames (ResNet-50:
 # random weights, the same arithmetic as the release weights)
-DETECTOR_MS_AT_640 = {"retinaface_mobile0.25": 23.2, "retinaface_resnet50": 434.0}
+# (2026-12-02: batch norms folded, channels-last)
+DETECTOR_MS_AT_640 = {"retinaface_mobile0.25": 17.0, "retinaface_resnet50": 491.0}
 # DP-TempCoh with encoder reuse, per restored face-frame, and an H100's dense bf16 peak (issue 12)
 TFLOP_PER_FACE_FRAME = 1.4
 H100_BF16_TFLOPS = 989.0

@@ -37,9 +37,11 @@ def test_cost_benchmark_measures_every_cpu_stage(shared_dir, tmp_path):
                      "--detector-frames", "8", "--work", str(tmp_path / "work"),
                      "--out", str(out)])  # fmt: skip
     text = out.read_text()
-    (row,) = [line for line in text.splitlines() if line.startswith("| 720p |") and line.count("|") == 12]
+    (row,) = [line for line in text.splitlines() if line.startswith("| 720p |") and line.count("|") == 13]
     costs = [float(cell) for cell in re.findall(r"\| ([0-9.]+)(?= \|)", row)[:9]]
     assert all(cost > 0 for cost in costs), row
+    output_kbps, plain_kbps = map(float, row.split("|")[-2].split(","))
+    assert output_kbps > 0 and plain_kbps > 0, row
     assert "estimate, not measured" in text or "measured by `make bench-gpu`" in text
     assert "| 720p | " in text.split("The detector alone")[1]
     (medium,) = [line for line in text.splitlines() if line.startswith("| 720p | medium |")]
