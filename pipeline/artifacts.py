@@ -19,15 +19,13 @@ recently used first, beyond SCRATCH_SOURCES_BYTES per node.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.faces.align import AlignedFaces
+from pipeline.packing import pack_arrays, unpack_arrays
 from pipeline.records import ClipTask
 
 SEGMENT = ".mp4"
@@ -45,7 +43,8 @@ def clip_artifact(task: ClipTask, suffix: str) -> Path:
 
 
 def pack_faces(faces: Mapping[int, AlignedFaces]) -> bytes:
-    """The faces of a clip's tracks (track id -> crops, affines, frames) as one uncompressed .npz.
+    """The faces of a clip's tracks (track id -> crops, affines, frames) as packed arrays
+    (pipeline.packing: one copy of each, none to unpack).
 
     Per track id N it holds `crops_N` (TxSxSx3 uint8 RGB), `affines_N` (Tx2x3 frame -> crop) and
     `frames_N` (T clip-relative frame indices). No faces: b"" (nothing to restore)."""
@@ -53,13 +52,12 @@ def pack_faces(faces: Mapping[int, AlignedFaces]) -> bytes:
         return b""
     arrays = {f"{part}_{track_id}": getattr(aligned, part) for track_id, aligned in faces.items()
               for part in _PARTS}  # fmt: skip
-    sink = io.BytesIO()
-    np.savez(sink, **arrays)
-    return sink.getvalue()
+    return pack_arrays(arrays)
 
 
 def unpack_faces(data: bytes) -> dict[int, AlignedFaces]:
-    """track id -> AlignedFaces, as `pack_faces` packed them, in track order.
+    """track id -> AlignedFaces, as `pack_faces` packed them, in track order; their arrays are read-only
+    views of `data`.
 
     Raises:
         ValueError: `data` is not what pack_faces makes.
@@ -67,11 +65,10 @@ def unpack_faces(data: bytes) -> dict[int, AlignedFaces]:
     if not data:
         return {}
     try:
-        with np.load(io.BytesIO(data)) as stored:
-            names = [name for name in stored.files if name.startswith("crops_")]
-            ids = sorted(int(name.removeprefix("crops_")) for name in names)
-            return {i: AlignedFaces(*(stored[f"{part}_{i}"] for part in _PARTS)) for i in ids}
-    except (OSError, KeyError, ValueError) as error:
+        stored = unpack_arrays(data)
+        ids = sorted(int(name.removeprefix("crops_")) for name in stored if name.startswith("crops_"))
+        return {i: AlignedFaces(*(stored[f"{part}_{i}"] for part in _PARTS)) for i in ids}
+    except (KeyError, ValueError) as error:
         raise ValueError(f"the clip's face crops do not unpack ({len(data)} bytes): {error}") from None
 
 

@@ -191,7 +191,7 @@ def test_one_bad_clip_in_a_restoration_batch_fails_alone(face_clip, context, tmp
     detector = DetectFaces(context)
     detector.setup()
     good = detector.process(clips)[0]
-    bad = replace(good, clip_index=1, face_crops=b"not an npz")
+    bad = replace(good, clip_index=1, face_crops=b"not packed arrays")
     stage = RestoreFaces(context)
     stage.setup()
     out = stage.process([good, bad])

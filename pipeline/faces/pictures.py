@@ -20,6 +20,8 @@ from fractions import Fraction
 import cv2
 import numpy as np
 
+from pipeline.packing import pack_arrays, unpack_arrays
+
 SHEET_FRAMES = 6
 SHEET_SIDE = 160
 FLIPBOOK_SIDE = 256
@@ -91,23 +93,17 @@ def picture_frames(inputs: np.ndarray, restored: np.ndarray, first_frame: int, s
 
 
 def pack_picture_frames(tracks: Mapping[int, Mapping[str, np.ndarray]]) -> bytes:
-    """track id -> picture_frames, as one uncompressed .npz (b"" for none)."""
-    if not tracks:
-        return b""
-    sink = io.BytesIO()
-    np.savez(sink, **{f"{name}_{track}": array for track, arrays in tracks.items()
-                      for name, array in arrays.items()})  # fmt: skip
-    return sink.getvalue()
+    """track id -> picture_frames, as packed arrays (pipeline.packing; b"" for none)."""
+    return pack_arrays({f"{name}_{track}": array for track, arrays in tracks.items()
+                        for name, array in arrays.items()})  # fmt: skip
 
 
 def unpack_picture_frames(data: bytes) -> dict[int, dict[str, np.ndarray]]:
     """What `pack_picture_frames` packed."""
     tracks: dict[int, dict[str, np.ndarray]] = {}
-    if data:
-        with np.load(io.BytesIO(data)) as stored:
-            for key in stored.files:
-                name, _, track = key.rpartition("_")
-                tracks.setdefault(int(track), {})[name] = stored[key]
+    for key, array in unpack_arrays(data).items():
+        name, _, track = key.rpartition("_")
+        tracks.setdefault(int(track), {})[name] = array
     return tracks
 
 

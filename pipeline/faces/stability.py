@@ -17,13 +17,13 @@ restored crops. All pixel measures are on 0..255 grey levels, over the face elli
 """
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 
 import cv2
 import numpy as np
 
 from pipeline.faces.align import FACE_SIZE
+from pipeline.packing import pack_arrays, unpack_arrays
 
 FLOW_SIZE = 128
 # the face in the FFHQ template of 512 (eyes at y~240, mouth at y~371): an ellipse from brow to chin
@@ -143,21 +143,16 @@ def psnr(inputs: np.ndarray, restored: np.ndarray) -> float:
 
 
 def pack_flows(flows: Mapping[int, np.ndarray]) -> bytes:
-    """track id -> flows, as one uncompressed .npz (b"" for none); float16 halves the bytes that ride
-    in the clip's record, and the flows' sub-pixel error at that precision is far below a grey level."""
-    if not flows:
-        return b""
-    sink = io.BytesIO()
-    np.savez(sink, **{f"flows_{track}": flow.astype(np.float16) for track, flow in flows.items()})
-    return sink.getvalue()
+    """track id -> flows, as packed arrays (pipeline.packing; b"" for none); float16 halves the bytes
+    that ride in the clip's record, and the flows' sub-pixel error at that precision is far below a
+    grey level."""
+    return pack_arrays({f"flows_{track}": flow.astype(np.float16, copy=False)
+                        for track, flow in flows.items()})  # fmt: skip
 
 
 def unpack_flows(data: bytes) -> dict[int, np.ndarray]:
-    """track id -> (T-1)xNxNx2 float16 flows, as `pack_flows` packed them."""
-    if not data:
-        return {}
-    with np.load(io.BytesIO(data)) as stored:
-        return {int(name.removeprefix("flows_")): stored[name] for name in stored.files}
+    """track id -> (T-1)xNxNx2 float16 flows, as `pack_flows` packed them (read-only)."""
+    return {int(name.removeprefix("flows_")): flow for name, flow in unpack_arrays(data).items()}
 
 
 def _mean(values: np.ndarray) -> float | None:
