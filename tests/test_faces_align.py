@@ -7,7 +7,14 @@ import pytest
 from faces_support import footage_paths, mobile_detector, read_clip
 
 from pipeline.faces import alignment_affine, warp_face, warp_face_i420
-from pipeline.faces.align import BORDER_RGB, FFHQ_TEMPLATE_512, chroma_affine, face_template, map_points
+from pipeline.faces.align import (
+    BORDER_RGB,
+    FFHQ_TEMPLATE_512,
+    chroma_affine,
+    face_template,
+    map_points,
+    onto_chroma_affine,
+)
 from pipeline.media import Colour, i420_to_rgb, rgb_to_i420
 
 
@@ -117,3 +124,14 @@ def test_chroma_affine_places_chroma_samples_at_the_centre_of_their_luma_pixels(
         luma_point = 2 * np.array(chroma_point) + 0.5
         np.testing.assert_allclose(map_points(chroma_point, chroma), map_points(luma_point, affine),
                                    atol=1e-9)  # fmt: skip
+
+
+def test_onto_chroma_affine_is_the_other_direction_of_the_same_siting():
+    to_frame = _similarity(-15, 0.6, (300.0, 41.25))  # crop -> frame luma, as paste warps
+    onto = onto_chroma_affine(to_frame)
+    for crop_point in ((0.0, 0.0), (100.0, 7.5), (511.0, 511.0)):
+        chroma_point = map_points(crop_point, onto)
+        np.testing.assert_allclose(2 * chroma_point + 0.5, map_points(crop_point, to_frame), atol=1e-9)
+    # and cutting with chroma_affine from where pasting put a point brings it back
+    back = chroma_affine(cv2.invertAffineTransform(to_frame))
+    np.testing.assert_allclose(map_points(map_points((37.0, 250.0), onto), back), [37.0, 250.0], atol=1e-9)

@@ -117,12 +117,22 @@ def _leaves_frame(affine: np.ndarray, face_size: int, frame_shape: tuple[int, in
     return bool((in_frame.min(0) < 2).any() or (in_frame.max(0) > (width - 3, height - 3)).any())
 
 
+# 4:2:0 chroma siting (MPEG-1/JPEG, centred): chroma sample (i, j) sits at the centre of its 2x2 luma
+# pixels, luma (2i + 0.5, 2j + 0.5). Both directions below read it from here.
+CHROMA_TO_LUMA = np.array([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]])
+LUMA_TO_CHROMA = np.linalg.inv(CHROMA_TO_LUMA)
+
+
 def chroma_affine(affine: np.ndarray) -> np.ndarray:
     """A frame -> crop affine of luma pixels as one from the frame's 4:2:0 chroma plane to the crop's
-    luma pixels: a chroma sample sits at the centre of its 2x2 luma pixels (luma x = 2 * chroma x + 0.5)."""
-    affine = np.asarray(affine, np.float64)
-    linear, shift = affine[:, :2], affine[:, 2]
-    return np.hstack([2 * linear, (linear @ [0.5, 0.5] + shift)[:, None]])
+    luma pixels (what cutting a crop's chroma from a picture warps with)."""
+    return np.asarray(affine, np.float64) @ CHROMA_TO_LUMA
+
+
+def onto_chroma_affine(affine: np.ndarray) -> np.ndarray:
+    """A crop -> frame affine of luma pixels as one from the crop onto the frame's 4:2:0 chroma samples
+    (what pasting a crop's chroma into a picture warps with): `chroma_affine`'s other direction."""
+    return LUMA_TO_CHROMA[:2] @ np.vstack([np.asarray(affine, np.float64), [0.0, 0.0, 1.0]])
 
 
 @functools.lru_cache(maxsize=16)

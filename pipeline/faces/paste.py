@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pipeline.faces.align import onto_chroma_affine
 from pipeline.media import i420_planes, rgb_to_yuv_matrix
 
 
@@ -101,9 +102,7 @@ def paste_face_into_i420(picture: np.ndarray, face: PastedFace, colour) -> None:
     (x0, y0, x1, y1), to_region = placement
     size = (x1 - x0, y1 - y0)
     chroma_size = (size[0] // 2, size[1] // 2)
-    # region chroma sample (i, j) sits at region luma (2i + 0.5, 2j + 0.5)
-    to_chroma = np.vstack([to_region, [0.0, 0.0, 1.0]])
-    to_chroma = (np.array([[0.5, 0, -0.25], [0, 0.5, -0.25]]) @ to_chroma)
+    to_chroma = onto_chroma_affine(to_region)
     yuv = cv2.split(cv2.transform(face.crop, rgb_to_yuv_matrix(colour)))
     mask = feathered_mask(face, to_region, size)
     chroma = cv2.resize(mask, chroma_size, interpolation=cv2.INTER_AREA)
