@@ -45,7 +45,9 @@ def test_cost_benchmark_measures_every_cpu_stage(shared_dir, tmp_path):
     assert "estimate, not measured" in text or "measured by `make bench-gpu`" in text
     assert "| 720p | " in text.split("The detector alone")[1]
     (medium,) = [line for line in text.splitlines() if line.startswith("| 720p | medium |")]
-    assert all(float(cell) > 0 for cell in re.findall(r"\| ([0-9.]+)(?= \|)", medium)), medium
+    cells = [float(cell) for cell in re.findall(r"\| ([0-9.]+)(?= \|)", medium)]
+    assert len(cells) == 4 and all(cell > 0 for cell in cells), medium
+    assert cells[2] < cells[1], medium  # detection off the CPU costs less than on it
 
 
 def test_stability_benchmark_times_each_part_in_its_stage(shared_dir, tmp_path):
