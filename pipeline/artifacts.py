@@ -48,11 +48,8 @@ def pack_faces(faces: Mapping[int, AlignedFaces]) -> bytes:
 
     Per track id N it holds `crops_N` (TxSxSx3 uint8 RGB), `affines_N` (Tx2x3 frame -> crop) and
     `frames_N` (T clip-relative frame indices). No faces: b"" (nothing to restore)."""
-    if not faces:
-        return b""
-    arrays = {f"{part}_{track_id}": getattr(aligned, part) for track_id, aligned in faces.items()
-              for part in _PARTS}  # fmt: skip
-    return pack_arrays(arrays)
+    return pack_arrays({f"{part}_{track_id}": getattr(aligned, part) for track_id, aligned in faces.items()
+                        for part in _PARTS})  # fmt: skip
 
 
 def unpack_faces(data: bytes) -> dict[int, AlignedFaces]:

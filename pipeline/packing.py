@@ -28,11 +28,10 @@ def pack_arrays(arrays: Mapping[str, np.ndarray]) -> bytes:
     if not arrays:
         return b""
     contiguous = {name: np.ascontiguousarray(array) for name, array in arrays.items()}
+    entries, offset = [], 0
     for name, array in contiguous.items():
         if array.dtype.hasobject:
             raise TypeError(f"array {name!r} holds Python objects ({array.dtype}): only plain data packs")
-    entries, offset = [], 0
-    for name, array in contiguous.items():
         entries.append([name, array.dtype.str, list(array.shape), offset])
         offset += -(-array.nbytes // _ALIGN) * _ALIGN
     header = json.dumps(entries, separators=(",", ":")).encode()
