@@ -158,6 +158,10 @@ class ClusterSettings:
         wait_for_gpus: with model.device=cuda, schedule restoration on GPU actors even while the
             cluster has no GPU yet (an autoscaling cluster adds GPU nodes on demand); otherwise such
             a run is refused before it starts.
+        restore_cpu_threads: torch threads of a restoration actor that runs on CPUs (0: every CPU that
+            Ray counts on its node). On CPUs restoration costs hundreds of times what the other
+            stages cost per frame and they wait on it, so by default it takes the cores they leave
+            idle; the system shares them whenever those stages have work.
     """
 
     faces_min_actors: int = _at_least(1, 1)
@@ -167,6 +171,7 @@ class ClusterSettings:
     encode_min_actors: int = _at_least(1, 1)
     encode_max_actors: int = _at_least(0, 0)
     wait_for_gpus: bool = False
+    restore_cpu_threads: int = _at_least(0, 0)
 
 
 @dataclass(frozen=True)

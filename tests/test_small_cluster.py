@@ -1,8 +1,11 @@
-"""A run that stops making progress says what it waits for. (A run on a Ray of one CPU, smaller than a
-CPU per stage actor, goes to its end: test_run_context.)"""
+"""On a Ray of one CPU: a run that stops making progress says what it waits for, and a restoration actor
+on CPUs takes the node's CPUs that Ray counts. (A run on a Ray of one CPU, smaller than a CPU per stage
+actor, goes to its end: test_run_context.)"""
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +53,35 @@ def test_a_stalled_run_says_what_it_waits_for(one_cpu_ray, tmp_path):
         assert reports == []  # progress came in time
         time.sleep(0.5)
     assert reports and reports[0].startswith("no clip has come in for 0.0 min")
+
+
+def test_a_restoration_actor_on_cpus_runs_a_thread_per_cpu_of_its_node_or_as_set(one_cpu_ray):
+    """Ray counts one CPU on this node (however many cores the machine has): by default the actor's torch
+    runs one thread; cluster.restore_cpu_threads sets another number, over what Ray gives the actor."""
+    from pipeline.config import load_settings
+    from pipeline.context import make_context
+    from pipeline.stages import RestoreFaces, current_node_id, node_cpus
+
+    ray = one_cpu_ray
+
+    @ray.remote(num_cpus=0.5)
+    class Restoration:
+        def __init__(self, context) -> None:
+            RestoreFaces(context).setup()
+
+        def threads(self) -> tuple[int, str]:
+            import torch
+
+            return torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS", "")
+
+    seen = {}
+    for threads in (0, 3):
+        overrides = ["faces.mode=aligned", f"cluster.restore_cpu_threads={threads}"]
+        config = load_settings(Path("configs/smoke.yaml"), overrides)
+        context = make_context(config)
+        assert context.restore_device == "cpu"
+        seen[threads] = ray.get(Restoration.remote(context).threads.remote())
+    assert seen[0] == (1, "1")  # Ray's one CPU of the node, whatever the machine's cores
+    assert seen[3] == (3, "1")  # as set, over the one thread Ray gives an actor of half a CPU
+    assert node_cpus(current_node_id()) == 1
+    assert node_cpus("no-such-node") == 1
