@@ -444,8 +444,7 @@ def restore_cpu_threads(setting: int) -> int:
     """A restoration actor's torch threads on CPUs: `setting` (cluster.restore_cpu_threads), or for 0
     every CPU that Ray counts on the actor's node. Ray gives an actor of one CPU (or a share of one)
     one thread, but the other stages wait on restoration there: on 2 cores the smoke run of the demo
-    archive spent 30 s restoring instead of 47 with two threads, and ended in 60 s instead of 74, for 3%
-    more CPU time in all."""
+    archive ends 16-35% sooner with two threads, for about the same CPU time (BENCHMARKS.md)."""
     if setting:
         return setting
     node = current_node_id()
