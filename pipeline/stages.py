@@ -383,10 +383,11 @@ class RestoreFaces(Stage):
         return max(1, context.settings.model.batch_windows)
 
     def setup(self) -> None:
-        if self.context.restore_device == "cpu":
+        threads = restore_cpu_threads(self.context.settings.cluster.restore_cpu_threads)
+        if self.context.restore_device == "cpu" and threads:
             import torch
 
-            torch.set_num_threads(restore_cpu_threads(self.context.settings.cluster.restore_cpu_threads))
+            torch.set_num_threads(threads)
         self.restorer.engine  # noqa: B018 (loads the network)
 
     def wants(self, task: ClipTask) -> bool:
@@ -440,15 +441,19 @@ class RestoreFaces(Stage):
 # 4. paste-back and encode: one .mp4 segment per clip
 
 
-def restore_cpu_threads(setting: int) -> int:
+def restore_cpu_threads(setting: int) -> int | None:
     """A restoration actor's torch threads on CPUs: `setting` (cluster.restore_cpu_threads), or for 0
     every CPU that Ray counts on the actor's node. Ray gives an actor of one CPU (or a share of one)
     one thread, but the other stages wait on restoration there: on 2 cores the smoke run of the demo
-    archive ends 16-35% sooner with two threads, for about the same CPU time (BENCHMARKS.md)."""
-    if setting:
-        return setting
-    node = current_node_id()
-    return node_cpus(node) if node else len(os.sched_getaffinity(0))
+    archive ends 16-35% sooner with two threads, for about the same CPU time (BENCHMARKS.md).
+
+    None outside a Ray actor: a process that runs the stage itself (a benchmark measuring each stage
+    on one thread, a test) keeps its own torch threads."""
+    import ray
+
+    if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+        return None
+    return setting or node_cpus(current_node_id())
 
 
 class PasteAndEncode(Stage):

@@ -57,7 +57,8 @@ def test_a_stalled_run_says_what_it_waits_for(one_cpu_ray, tmp_path):
 
 def test_a_restoration_actor_on_cpus_runs_a_thread_per_cpu_of_its_node_or_as_set(one_cpu_ray):
     """Ray counts one CPU on this node (however many cores the machine has): by default the actor's torch
-    runs one thread; cluster.restore_cpu_threads sets another number, over what Ray gives the actor."""
+    runs one thread; cluster.restore_cpu_threads sets another number, over what Ray gives the actor. A
+    process that is not a Ray actor keeps its own threads."""
     from pipeline.config import load_settings
     from pipeline.context import make_context
     from pipeline.stages import RestoreFaces, current_node_id, node_cpus
@@ -85,3 +86,13 @@ def test_a_restoration_actor_on_cpus_runs_a_thread_per_cpu_of_its_node_or_as_set
     assert seen[3] == (3, "1")  # as set, over the one thread Ray gives an actor of half a CPU
     assert node_cpus(current_node_id()) == 1
     assert node_cpus("no-such-node") == 1
+
+    import torch
+
+    before = torch.get_num_threads()
+    try:  # a process that runs the stage itself (bench-cost's one thread per stage) keeps its threads
+        torch.set_num_threads(1)
+        RestoreFaces(context).setup()  # the last context: 3 threads, were it an actor
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
