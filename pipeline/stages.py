@@ -354,6 +354,21 @@ class DetectFaces(Stage):
 # 3. restoration: DP-TempCoh over the aligned crops of several clips at once
 
 
+def restore_cpu_threads(setting: int) -> int | None:
+    """A restoration actor's torch threads on CPUs: `setting` (cluster.restore_cpu_threads), or for 0
+    every CPU that Ray counts on the actor's node. Ray gives an actor of one CPU (or a share of one)
+    one thread, but the other stages wait on restoration there: on 2 cores the smoke run of the demo
+    archive ends 16-35% sooner with two threads, for about the same CPU time (BENCHMARKS.md).
+
+    None outside a Ray actor: a process that runs the stage itself (a benchmark measuring each stage
+    on one thread, a test) keeps its own torch threads."""
+    import ray
+
+    if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+        return None
+    return setting or node_cpus(current_node_id())
+
+
 class RestoreFaces(Stage):
     """Restore the aligned crops of a batch of clips with DP-TempCoh (windows batched across tracks).
 
@@ -383,8 +398,9 @@ class RestoreFaces(Stage):
         return max(1, context.settings.model.batch_windows)
 
     def setup(self) -> None:
-        threads = restore_cpu_threads(self.context.settings.cluster.restore_cpu_threads)
-        if self.context.restore_device == "cpu" and threads:
+        if self.context.restore_device == "cpu" and (
+            threads := restore_cpu_threads(self.context.settings.cluster.restore_cpu_threads)
+        ):
             import torch
 
             torch.set_num_threads(threads)
@@ -439,21 +455,6 @@ class RestoreFaces(Stage):
 
 # ---------------------------------------------------------------------------------------------------
 # 4. paste-back and encode: one .mp4 segment per clip
-
-
-def restore_cpu_threads(setting: int) -> int | None:
-    """A restoration actor's torch threads on CPUs: `setting` (cluster.restore_cpu_threads), or for 0
-    every CPU that Ray counts on the actor's node. Ray gives an actor of one CPU (or a share of one)
-    one thread, but the other stages wait on restoration there: on 2 cores the smoke run of the demo
-    archive ends 16-35% sooner with two threads, for about the same CPU time (BENCHMARKS.md).
-
-    None outside a Ray actor: a process that runs the stage itself (a benchmark measuring each stage
-    on one thread, a test) keeps its own torch threads."""
-    import ray
-
-    if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
-        return None
-    return setting or node_cpus(current_node_id())
 
 
 class PasteAndEncode(Stage):
