@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode, SceneDetector
 
 from pipeline.config import ScenesSettings
@@ -68,18 +67,17 @@ def detect_cuts(
 ) -> list[int]:
     """Frames where a new shot starts (sorted, each in 1..frame_count-1), found on decoded frames.
 
-    Frames are decoded at settings.analysis_width (aspect kept) and fed in order to a
-    PySceneDetect detector as BGR images.
+    Frames are decoded at settings.analysis_width (aspect kept) straight to BGR and fed in order to a
+    PySceneDetect detector.
     """
     detector = make_detector(settings)
     width, height = analysis_size(info.width, info.height, settings.analysis_width)
     cuts: list[int] = []
     timecode = None
-    for first, frames in iter_frames(path, 0, info.frame_count, DECODE_BATCH, width, height):
+    for first, frames in iter_frames(path, 0, info.frame_count, DECODE_BATCH, width, height, bgr=True):
         for offset, frame in enumerate(frames):
             timecode = FrameTimecode(first + offset, fps=info.frame_rate)
-            bgr = np.ascontiguousarray(frame[..., ::-1])
-            cuts.extend(cut.frame_num for cut in detector.process_frame(timecode, bgr))
+            cuts.extend(cut.frame_num for cut in detector.process_frame(timecode, frame))
         if progress is not None:
             progress(len(frames))
     if timecode is not None:

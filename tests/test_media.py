@@ -224,22 +224,25 @@ def test_concat_without_a_source_and_missing_clips(film, tmp_path):
 
 def test_frames_with_a_preview_come_from_one_decode_and_match_reading_each(tmp_path):
     """The faces stage's read: full-size frames as read_frames gives them, and the same frames shrunk
-    to a longest side of 64 as a decode at that size gives them."""
+    to a longest side of 64 as a decode at that size gives them, in BGR (the detector's order)."""
     from pipeline.media import read_frames_with_preview
 
     path = make_video(tmp_path / "clip.mp4", 20, size="160x96")
     full, small, scale = read_frames_with_preview(path, 5, 15, 64)
     assert scale == pytest.approx(64 / 160)
     np.testing.assert_array_equal(full, read_frames(path, 5, 15))
-    np.testing.assert_array_equal(small, read_frames(path, 5, 15, width=64, height=38))
+    np.testing.assert_array_equal(small, read_frames(path, 5, 15, width=64, height=38, bgr=True))
+    rgb = read_frames(path, 5, 15, width=64, height=38)
+    assert np.abs(small[..., ::-1].astype(int) - rgb).mean() < 3  # the same picture, channels swapped
     same, same_small, one = read_frames_with_preview(path, 0, 3, 0)
-    assert one == 1.0 and same_small is same and same.shape == (3, 96, 160, 3)
+    assert one == 1.0 and same.shape == (3, 96, 160, 3)
+    np.testing.assert_array_equal(same_small, same[..., ::-1])
 
 
 def test_pictures_with_a_preview_are_the_decoded_i420_pictures_and_the_shrunk_rgb(tmp_path):
     """The faces stage's read of even-sized clips: the I420 pictures as decoded (what paste and encode
     read) with their colour, and the frames shrunk for the detector exactly as read_frames_with_preview
-    shrinks them; no shrinking asked: RGB frames at the source size."""
+    shrinks them (BGR); no shrinking asked: BGR frames at the source size."""
     from pipeline.media import (
         I420Converter,
         iter_frames,
@@ -258,7 +261,8 @@ def test_pictures_with_a_preview_are_the_decoded_i420_pictures_and_the_shrunk_rg
     np.testing.assert_array_equal(small, preview_small)
     _, _, unshrunk, one = read_pictures_with_preview(path, 0, 3, 0)
     assert one == 1.0
-    np.testing.assert_array_equal(unshrunk, read_frames(path, 0, 3))
+    np.testing.assert_array_equal(unshrunk, read_frames(path, 0, 3, bgr=True))
+    np.testing.assert_array_equal(unshrunk[..., ::-1], read_frames(path, 0, 3))
     odd = make_video(tmp_path / "odd.mp4", 4, size="161x97", pix_fmt="yuv444p")
     with pytest.raises(MediaError, match="odd size"):
         read_pictures_with_preview(odd, 0, 2, 64)

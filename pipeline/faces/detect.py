@@ -128,12 +128,12 @@ class FaceDetector:
         return detections
 
     def detect_shrunk(self, frames: np.ndarray | Sequence[np.ndarray], scale: float) -> list[list[Detection]]:
-        """Find the faces in RGB frames that were shrunk by `scale` already (the faces stage decodes them
-        so, pipeline.media.read_frames_with_preview); returns them in source-frame pixels."""
+        """Find the faces in BGR frames that were shrunk by `scale` already (the faces stage decodes them
+        so, pipeline.media.read_pictures_with_preview); returns them in source-frame pixels."""
         detections: list[list[Detection]] = []
         for start in range(0, len(frames), self.batch_size):
             batch = np.stack(frames[start : start + self.batch_size])
-            detections.extend(self._detect_batch(batch, "RGB", shrunk_by=scale))
+            detections.extend(self._detect_batch(batch, "BGR", shrunk_by=scale))
         return detections
 
     def _detect_batch(

@@ -45,10 +45,10 @@ class DetectorService:
         return ray.get_runtime_context().get_node_id()
 
     def detect(self, frames: np.ndarray) -> list[np.ndarray]:
-        """N x h x w x 3 uint8 RGB frames -> per frame a K x 15 float32 array: box (x0, y0, x1, y1),
+        """N x h x w x 3 uint8 BGR frames -> per frame a K x 15 float32 array: box (x0, y0, x1, y1),
         score, then the five landmarks' x, y; in the frames' pixels, by descending score."""
         rows = [[[*face.box, face.score, *face.landmarks.ravel()] for face in faces]
-                for faces in self.detector.detect(frames)]  # fmt: skip
+                for faces in self.detector.detect(frames, "BGR")]  # fmt: skip
         return [np.array(found, np.float32).reshape(-1, 15) for found in rows]
 
 
@@ -76,12 +76,13 @@ class RemoteDetector:
             return []
         scale = detection_scale(*frames[0].shape[:2], self.max_side)
         shrunk = np.stack([resize_for_detection(frame, scale) for frame in frames])
-        if image_format == "BGR":
+        if image_format == "RGB":
             shrunk = np.ascontiguousarray(shrunk[..., ::-1])
         return self.detect_shrunk(shrunk, scale)
 
     def detect_shrunk(self, frames: np.ndarray | Sequence[np.ndarray], scale: float) -> list[list[Detection]]:
-        """The faces of RGB frames shrunk by `scale` already, in source-frame pixels."""
+        """The faces of BGR frames shrunk by `scale` already (as the faces stage decodes them), in
+        source-frame pixels."""
         import ray
 
         if len(frames) == 0:

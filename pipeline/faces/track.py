@@ -95,7 +95,8 @@ def track_faces(
             `detect_shrunk(frames, scale)` when `shrunk` is given).
         settings: detection, tracking and smoothing thresholds; FaceSettings() if None.
         clip: id written into each Track.
-        shrunk: the same frames shrunk by `scale` for the detector (decoded so); None: the detector
+        shrunk: the same frames in BGR shrunk by `scale` for the detector (decoded so,
+            pipeline.media.read_pictures_with_preview); None: the detector
             shrinks `frames` itself.
     Returns:
         the clip's tracks in order of first appearance, those not to restore included and marked.
