@@ -186,7 +186,8 @@ def stage_costs(
     film: Path, settings, work: Path, compare: dict | None = None, network: bool = False
 ) -> dict:
     """CPU seconds of each stage over the film, called as the actors call them (with the threads an
-    actor of one CPU has), with the detector's network and the shrinking before it measured apart.
+    actor of one CPU has, and malloc keeping freed memory: pipeline.execute.keep_freed_memory), with
+    the detector's network and the shrinking before it measured apart.
     Keys: probe, faces, detect_net, detect_shrink, restore, encode, assemble; and frames, face_frames.
     `compare`: preset -> settings whose paste + encode stage is also measured on the same restored clips
     (key `encode@PRESET`).
@@ -199,7 +200,7 @@ def stage_costs(
 
     from pipeline.assemble import assemble_video
     from pipeline.context import make_context
-    from pipeline.execute import use_cpus
+    from pipeline.execute import keep_freed_memory, use_cpus
     from pipeline.faces import detect
     from pipeline.records import VideoTask
     from pipeline.stages import DetectFaces, PasteAndEncode, ProbeVideo, RestoreFaces
@@ -207,6 +208,7 @@ def stage_costs(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as Ray's OMP_NUM_THREADS=1 does in an actor of one CPU
     use_cpus(1)
+    keep_freed_memory()  # as every stage's actor does (for the rest of this process: it cannot be undone)
     costs: dict = {}
     context = make_context(settings, work_root=work / "work")
     video = VideoTask(film.stem, str(film))

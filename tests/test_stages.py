@@ -1,6 +1,7 @@
 """The run's stages called directly (no Ray): a real clip through faces, restoration and encoding."""
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -272,3 +273,52 @@ def test_a_stage_actor_keeps_opencvs_threads_to_the_cpus_it_asked_for(context):
         assert cv2.getNumThreads() == max(1, int(PasteAndEncode.resources(context).cpus)) < 4
     finally:
         cv2.setNumThreads(before)
+
+
+
+DETECTIONS = """
+import json, resource, sys
+import numpy as np
+import torch
+from pipeline.execute import keep_freed_memory
+from pipeline.faces.detect import FaceDetector
+
+torch.set_num_threads(1)
+kept = keep_freed_memory() if sys.argv[1] == "kept" else None
+detector = FaceDetector("retinaface_mobile0.25", random_weights=True, max_side=640, batch_size=8)
+frames = np.random.default_rng(0).integers(0, 255, (8, 360, 640, 3), np.uint8)  # as shrunk to 640
+detector.detect(frames)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    detector.detect(frames)
+print(json.dumps({"kept": kept, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "confstr") or "glibc" not in os.confstr("CS_GNU_LIBC_VERSION"),
+                    reason="malloc's thresholds are glibc's")  # fmt: skip
+def test_a_stage_actor_keeps_the_memory_it_frees_unless_its_user_set_mallocs_own(context, monkeypatch):
+    """The detector allocates its input and each layer's output anew for every batch: by default glibc
+    gives those blocks back to the kernel and faults them in again, zeroed, on the next batch; in a
+    stage's actor they are reused. Where the user set malloc's own thresholds, those stay."""
+    import json
+    import sys
+
+    from pipeline import execute
+
+    def detections(mode: str) -> dict:
+        done = subprocess.run([sys.executable, "-c", DETECTIONS, mode], capture_output=True, text=True,
+                              check=True)  # fmt: skip
+        return json.loads(done.stdout)
+
+    default, kept = detections("default"), detections("kept")
+    assert kept["kept"] is True and default["kept"] is None
+    assert kept["faults"] * 2 < default["faults"]  # 3-4x fewer pages faulted in (BENCHMARKS.md)
+
+    execute.StageActor(PasteAndEncode, context)
+    assert execute.freed_memory_kept()
+    users = (("MALLOC_TRIM_THRESHOLD_", "1048576"), ("GLIBC_TUNABLES", "glibc.malloc.arena_max=2"))
+    for name, value in users:
+        with monkeypatch.context() as patched:
+            patched.setenv(name, value)
+            assert execute._set_malloc_thresholds() is False  # the user's choice stays
