@@ -63,11 +63,12 @@ def keep_freed_memory() -> bool:
     glibc hands blocks of more than 128 KB straight back to the kernel when they are freed (raising that
     bound as such blocks come and go, up to 32 MB) and trims the free top of its heap beyond twice that
     bound. The faces stage allocates the detector's input and every layer's output anew for each batch
-    of frames: on the 1080p cost film it faulted in 1119-1769 pages a frame by default (4.4-6.9 MB, each
-    zeroed by the kernel), 278-307 with these thresholds, and took a median 29.8 core-ms a frame against
-    34.4, less in 9 of 10 alternating pairs (one process per stage as in an actor, 2-core machine,
-    2026-12-03; BENCHMARKS.md). Paste and encode already reused theirs (4-24 pages a frame either way).
-    The largest resident size grew by at most 3%.
+    of frames: on the 1080p cost film it faulted in 1119-1815 pages a frame by default (each mapped and
+    zeroed by the kernel), 278-307 with these thresholds. What that saves depends on what a fault costs
+    the machine: on a 2-core VM, 4.1 core-ms a frame as the median of 12 alternating pairs (less in 10),
+    a tenth of the stage, but nothing visible in the two pairs run while the machine was 40% slower
+    (one process per stage as in an actor, 2026-12-03; BENCHMARKS.md). Paste and encode already reused
+    theirs (4-24 pages a frame either way). The largest resident size grew by at most 3%.
 
     Where the process's user set malloc's own knobs (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_,
     GLIBC_TUNABLES) or the C library is not glibc, nothing is changed."""
