@@ -200,15 +200,14 @@ def stage_costs(
 
     from pipeline.assemble import assemble_video
     from pipeline.context import make_context
-    from pipeline.execute import keep_freed_memory, use_cpus
+    from pipeline.execute import as_worker, use_cpus
     from pipeline.faces import detect
     from pipeline.records import VideoTask
     from pipeline.stages import DetectFaces, PasteAndEncode, ProbeVideo, RestoreFaces
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as Ray's OMP_NUM_THREADS=1 does in an actor of one CPU
-    use_cpus(1)
-    keep_freed_memory()  # as every stage's actor does (for the rest of this process: it cannot be undone)
+    as_worker(1)  # OpenCV's threads and malloc as in an actor of one CPU (malloc's for good: no undoing it)
     costs: dict = {}
     context = make_context(settings, work_root=work / "work")
     video = VideoTask(film.stem, str(film))

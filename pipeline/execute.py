@@ -19,8 +19,7 @@ class StageActor:
     """A stage as Ray Data's callable class: built and set up once per actor, then a batch per call."""
 
     def __init__(self, stage_class: type[Stage], context: RunContext) -> None:
-        use_cpus(stage_class.resources(context).cpus)
-        keep_freed_memory()
+        as_worker(stage_class.resources(context).cpus)
         self.stage = stage_class(context)
         self.stage.setup()
 
@@ -30,10 +29,16 @@ class StageActor:
 
 def run_stage_task(row: dict, stage_class: type[Stage], context: RunContext) -> list[dict]:
     """A stage without state as a Ray task, one record in and any number out: built for the row."""
-    use_cpus(stage_class.resources(context).cpus)
-    keep_freed_memory()
+    as_worker(stage_class.resources(context).cpus)
     stage = stage_class(context)
     return [record.to_row() for record in stage.process([stage.input_type.from_row(row)])]
+
+
+def as_worker(cpus: float) -> None:
+    """What a stage's actor or task sets in its process before it builds the stage: OpenCV's threads to
+    the CPUs it asked for (use_cpus), and malloc keeping the memory it frees (keep_freed_memory)."""
+    use_cpus(cpus)
+    keep_freed_memory()
 
 
 def use_cpus(cpus: float) -> None:

@@ -275,7 +275,6 @@ def test_a_stage_actor_keeps_opencvs_threads_to_the_cpus_it_asked_for(context):
         cv2.setNumThreads(before)
 
 
-
 DETECTIONS = """
 import json, resource, sys
 import numpy as np
