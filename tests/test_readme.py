@@ -19,8 +19,12 @@ def test_readme_names_the_two_setup_commands():
     assert "make setup" in text and "make test" in text
 
 
-def test_the_python_example_runs(demo_archive, tmp_path):
-    """The README's `Restore from Python` example, on the demo archive's film_b, writing into tmp_path."""
+def test_the_python_example_runs(demo_archive, shared_dir, tmp_path):
+    """The README's `Restore from Python` example, on the demo archive's film_b, writing into tmp_path.
+
+    configs/smoke.yaml reads the detector's weights from ../shared; the example is given the folder the
+    tests read (DPT_SHARED_DIR or ../shared), so a checkout elsewhere runs it too.
+    """
     import subprocess
     import sys
 
@@ -29,6 +33,11 @@ def test_the_python_example_runs(demo_archive, tmp_path):
     film = demo_archive.parent / "film_b.mp4"
     example = example.replace('"demo/film_b.mp4"', repr(str(film)))
     example = example.replace('"film_b_restored.mp4"', repr(str(tmp_path / "film_b_restored.mp4")))
+    weights = shared_dir / "weights" / "retinaface_mobile0.25.pth"
+    loading = 'load_settings("configs/smoke.yaml")'
+    assert loading in example
+    given = f'load_settings("configs/smoke.yaml", ["faces.detector_weights={weights}"])'
+    example = example.replace(loading, given)
     done = subprocess.run([sys.executable, "-c", example], cwd=README.parent, capture_output=True, text=True,
                           timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
