@@ -36,9 +36,13 @@ def run_stage_task(row: dict, stage_class: type[Stage], context: RunContext) -> 
 
 def as_worker(cpus: float) -> None:
     """What a stage's actor or task sets in its process before it builds the stage: OpenCV's threads to
-    the CPUs it asked for (use_cpus), and malloc keeping the memory it frees (keep_freed_memory)."""
+    the CPUs it asked for (use_cpus), malloc keeping the memory it frees (keep_freed_memory), and the
+    clip-sized arrays reusing the memory of the last clip's (pipeline.scratch)."""
+    from pipeline.scratch import keep_scratch
+
     use_cpus(cpus)
     keep_freed_memory()
+    keep_scratch()
 
 
 def use_cpus(cpus: float) -> None:

@@ -72,6 +72,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from pipeline import scratch
 from pipeline.config import EncodeSettings
 
 FFMPEG_ENV = "DPT_FFMPEG"
@@ -814,9 +815,17 @@ class _PreviewConverter:
     the full-size result. `always`: keep the copy also when nothing is shrunk (scale 1: a BGR copy at
     the source size)."""
 
-    def __init__(self, max_side: int, full=None, always: bool = False) -> None:
+    def __init__(self, max_side: int, count: int, full=None, always: bool = False) -> None:
         self.max_side, self.full, self.small = max_side, full or _RGBConverter(0, 0), None
-        self.scale, self.shrunk, self.always = 1.0, [], always
+        self.scale, self.always = 1.0, always
+        # the shrunk copies, written into one array of `count` frames as they come (pipeline.scratch's
+        # in a stage: no clip-sized array, nor a block per frame, fresh from the kernel for each clip)
+        self.count, self.taken, self._stack = count, 0, None
+
+    @property
+    def shrunk(self) -> np.ndarray | None:
+        """The shrunk BGR copies of the frames converted so far (None when none were kept)."""
+        return None if self._stack is None else self._stack[: self.taken]
 
     @property
     def into(self) -> np.ndarray | None:
@@ -837,7 +846,13 @@ class _PreviewConverter:
             self.small = _RGBConverter(max(1, round(width * self.scale)), max(1, round(height * self.scale)),
                                        bgr=True)  # fmt: skip
         if self.scale < 1.0 or self.always:
-            self.shrunk.append(self.small(frame))
+            small = self.small(frame)
+            if self._stack is None:
+                self._stack = scratch.empty("shrunk", (self.count, *small.shape))
+            if self.taken == self.count:
+                raise ValueError(f"more than the {self.count} frames asked for were converted")
+            self._stack[self.taken] = small
+            self.taken += 1
         return full
 
 
@@ -855,10 +870,10 @@ def read_frames_with_preview(
     if start == end:
         empty = read_frames(path, start, end)
         return empty, empty, 1.0
-    convert = _PreviewConverter(max_side)
+    convert = _PreviewConverter(max_side, end - start)
     with closing(_decoded_frames(path, index, start, end, 0, 0, convert=convert)) as frames:
         full = _take(frames, end - start, path, start)
-    return full, (np.stack(convert.shrunk) if convert.shrunk else full[..., ::-1]), convert.scale
+    return full, (convert.shrunk if convert.shrunk is not None else full[..., ::-1]), convert.scale
 
 
 def read_pictures_with_preview(
@@ -876,14 +891,14 @@ def read_pictures_with_preview(
         MediaError: odd frame sizes (no I420 layout), or what decoding raises."""
     index = _checked_frame_index(path, 0, 0)
     _check_range(path, start, end, index.frame_count)
-    convert = _PreviewConverter(max_side, I420Converter(), always=True)
+    convert = _PreviewConverter(max_side, end - start, I420Converter(), always=True)
     if start == end:
         empty = read_frames(path, start, end)
         height, width = empty.shape[1:3]
         return np.zeros((0, height * 3 // 2, width), np.uint8), None, empty, 1.0
     with closing(_decoded_frames(path, index, start, end, 0, 0, convert=convert)) as frames:
         pictures = _take(frames, end - start, path, start, convert)
-    return pictures, convert.full.colour, np.stack(convert.shrunk), convert.scale
+    return pictures, convert.full.colour, convert.shrunk, convert.scale
 
 
 def _take(
@@ -893,7 +908,7 @@ def _take(
     can write a frame into a given array (its `into`, I420Converter's), frames after the first are
     written straight into their place in the stack (at 1080p a copy of 3 MB a frame fewer)."""
     frame = next(frames)
-    stacked = np.empty((count, *frame.shape), np.uint8)
+    stacked = scratch.empty("frames", (count, *frame.shape))  # memory kept from the last clip, in a stage
     stacked[0] = frame
     direct = hasattr(convert, "into")
     for offset in range(1, count):

@@ -16,6 +16,7 @@ from pipeline.context import make_context
 from pipeline.media import ffmpeg_exe, probe, read_frames
 from pipeline.records import ClipTask, VideoTask
 from pipeline.restorer import encode_settings_for
+from pipeline.scratch import keep_scratch, scratch_kept
 from pipeline.stages import DetectFaces, PasteAndEncode, ProbeVideo, RestoreFaces
 
 
@@ -273,6 +274,7 @@ def test_a_stage_actor_keeps_opencvs_threads_to_the_cpus_it_asked_for(context):
         assert cv2.getNumThreads() == max(1, int(PasteAndEncode.resources(context).cpus)) < 4
     finally:
         cv2.setNumThreads(before)
+        keep_scratch(False)  # what else the actor set in this process, undone for the other tests
 
 
 DETECTIONS = """
@@ -287,10 +289,12 @@ kept = keep_freed_memory() if sys.argv[1] == "kept" else None
 detector = FaceDetector("retinaface_mobile0.25", random_weights=True, max_side=640, batch_size=8)
 frames = np.random.default_rng(0).integers(0, 255, (8, 360, 640, 3), np.uint8)  # as shrunk to 640
 detector.detect(frames)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
+faults = []
+for _ in range(6):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     detector.detect(frames)
-print(json.dumps({"kept": kept, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"kept": kept, "faults": float(np.median(faults))}))
 """
 
 
@@ -312,10 +316,14 @@ def test_a_stage_actor_keeps_the_memory_it_frees_unless_its_user_set_mallocs_own
 
     default, kept = detections("default"), detections("kept")
     assert kept["kept"] is True and default["kept"] is None
-    assert kept["faults"] * 2 < default["faults"]  # 3-4x fewer pages faulted in (BENCHMARKS.md)
+    # the median batch: by default 15-21k pages faulted in, kept 0 (the first kept batches still fault
+    # some in; a default batch now and then reuses a block glibc kept by chance)
+    assert kept["faults"] * 4 < default["faults"]
 
     execute.StageActor(PasteAndEncode, context)
     assert execute.freed_memory_kept()
+    assert scratch_kept()  # and the clip-sized arrays reuse the memory of the last clip's
+    keep_scratch(False)
     users = (("MALLOC_TRIM_THRESHOLD_", "1048576"), ("GLIBC_TUNABLES", "glibc.malloc.arena_max=2"))
     for name, value in users:
         with monkeypatch.context() as patched:

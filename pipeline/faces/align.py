@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pipeline import scratch
 from pipeline.faces.track import Track
 
 FACE_SIZE = 512
@@ -162,7 +163,8 @@ def align_track(
     """
     landmarks = track.smoothed_landmarks if smoothed else track.landmarks
     affines = np.stack([alignment_affine(points, face_size) for points in landmarks])
-    crops = np.empty((len(affines), face_size, face_size, 3), np.uint8)  # each crop warped into its place
+    # each crop warped into its place, in memory kept from the last clip where a stage runs this
+    crops = scratch.empty("crops", (len(affines), face_size, face_size, 3))
     for crop, frame, affine in zip(crops, track.frames, affines, strict=True):
         if colour is None:
             warp_face(frames[frame], affine, face_size, out=crop)
