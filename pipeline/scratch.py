@@ -6,7 +6,7 @@ encode actor decodes its clips batch by batch. Allocated anew for every clip, ea
 fresh memory that the kernel maps and zeroes page by page as it is first written (malloc hands blocks of
 32 MB and more straight back to the kernel, whatever keep_freed_memory sets). On the 2-core machine of
 BENCHMARKS.md, a virtual machine that returns freed guest memory to its host, that first write cost more
-than the decode itself: 2-7 ms per MB.
+than the decode itself: 2-10 ms per MB.
 
 `empty(role, shape, dtype)` is np.empty that, in a process where `keep_scratch()` was called (a stage's
 actor or task, pipeline.execute.as_worker), hands out a view of a buffer the process kept from an
@@ -54,7 +54,8 @@ def kept_bytes() -> int:
 
 def empty(role: str, shape: tuple[int, ...], dtype=np.uint8) -> np.ndarray:
     """An uninitialised C-contiguous array of `shape` and `dtype`, like np.empty; where scratch is kept,
-    a view of a free buffer kept for `role` (each role names one kind of array, e.g. "pictures")."""
+    a view of a free buffer kept for `role` (each role names one kind of array: "frames", "shrunk",
+    "crops")."""
     if not _enabled:
         return np.empty(shape, dtype)
     dtype = np.dtype(dtype)

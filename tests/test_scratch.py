@@ -67,7 +67,7 @@ def test_no_more_than_kept_bytes_is_kept(kept, monkeypatch):
 def test_a_stage_reads_each_clip_into_the_memory_of_the_last(kept, shared_dir):
     """The faces stage's decode (full-size pictures, the detector's shrunk copies) and its crops come
     from the buffers of the clip before, once that clip is let go: no clip-sized array is faulted in anew
-    for every clip (BENCHMARKS.md, "Stage processes keep the memory they free")."""
+    for every clip (BENCHMARKS.md, "Clip-sized arrays reuse the last clip's memory")."""
     from pipeline.faces.align import align_track
     from pipeline.faces.track import Track
     from pipeline.media import read_pictures_with_preview
