@@ -55,7 +55,7 @@ def test_a_stalled_run_says_what_it_waits_for(one_cpu_ray, tmp_path):
     assert reports and reports[0].startswith("no clip has come in for 0.0 min")
 
 
-def test_a_restoration_actor_on_cpus_runs_a_thread_per_cpu_of_its_node_or_as_set(one_cpu_ray):
+def test_a_restoration_actor_on_cpus_runs_a_thread_per_cpu_of_its_node_or_as_set(one_cpu_ray, shared_dir):
     """Ray counts one CPU on this node (however many cores the machine has): by default the actor's torch
     runs one thread; cluster.restore_cpu_threads sets another number, over what Ray gives the actor. A
     process that is not a Ray actor keeps its own threads."""
@@ -77,7 +77,9 @@ def test_a_restoration_actor_on_cpus_runs_a_thread_per_cpu_of_its_node_or_as_set
 
     seen = {}
     for threads in (0, 3):
-        overrides = ["faces.mode=aligned", f"cluster.restore_cpu_threads={threads}"]
+        weights = shared_dir / "weights" / "retinaface_mobile0.25.pth"  # wherever DPT_SHARED_DIR puts them
+        overrides = ["faces.mode=aligned", f"faces.detector_weights={weights}",
+                     f"cluster.restore_cpu_threads={threads}"]
         config = load_settings(Path("configs/smoke.yaml"), overrides)
         context = make_context(config)
         assert context.restore_device == "cpu"
