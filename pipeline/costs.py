@@ -18,22 +18,26 @@ from pathlib import Path
 from pipeline.config import NVENC_CODECS
 
 REFERENCE_PIXELS = 1920 * 1080
-# core-ms per 1080p source frame, `make bench-cost` (BENCHMARKS.md, re-measured 2026-12-02, 2 cores,
-# one thread per stage as in an actor of one CPU; the encoder table below is 2026-12-01's)
-PROBE_MS = 5.0  # scene analysis: a decode straight to 256 wide
-FACES_MS = 14.3  # the faces stage less detection: full decode, tracking, smoothing, alignment, packing
-SHRINK_MS = 1.2  # the decoder's shrunk copy for the detector (the faces actor's part with detection on a GPU)
-DECODE_PASTE_MS = 8.0  # the encode actor less the encoder: decode, paste-back, frames to ffmpeg
+# core-ms per 1080p source frame, one whole `make bench-cost` run (BENCHMARKS.md, re-measured 2026-12-07,
+# 2 cores, every stage warm and with one thread, as in an actor of one CPU; all figures from that run, so
+# their shares hold together even where the machine's speed moves from day to day)
+PROBE_MS = 5.5  # scene analysis: a decode straight to 256 wide
+FACES_MS = 11.5  # the faces stage less detection: full decode, tracking, smoothing, alignment, packing
+SHRINK_MS = 1.0  # the decoder's shrunk copy for the detector (the faces actor's part with detection on a GPU)
+# the encode actor less the encoder: decode, paste-back, frames to ffmpeg (paste + encode less the plain
+# re-encode's encoder: 10.9 at veryfast, 11.0 at ultrafast, 12.3 at medium)
+DECODE_PASTE_MS = 11.0
 ASSEMBLE_MS = 0.2
-# the encoder alone (libx264 at CRF 18, 1080p) by preset; slow and beyond: extrapolated, not measured
-ENCODER_MS = {"ultrafast": 5.9, "superfast": 12.0, "veryfast": 16.4, "faster": 27.4, "fast": 33.3,
-              "medium": 37.8, "slow": 60.0, "slower": 120.0, "veryslow": 240.0, "placebo": 700.0}  # fmt: skip
+# the encoder alone (libx264 at CRF 18, 1080p) by preset; slow and beyond: extrapolated from medium by
+# the ratios libx264's presets usually keep, not measured
+ENCODER_MS = {"ultrafast": 8.4, "superfast": 17.5, "veryfast": 28.1, "faster": 47.4, "fast": 60.3,
+              "medium": 65.1, "slow": 105, "slower": 210, "veryslow": 415, "placebo": 1200}  # fmt: skip
 X265_FACTOR = 3.0  # libx265 against libx264 at the same preset (rough, not measured)
 NVENC_MS = 4.0  # NVENC: the CPU side of feeding the hardware encoder (not measured: no such GPU here)
-# each detector's network and decoding on the CPU at a 640 longest side, 1080p frames (ResNet-50:
-# random weights, the same arithmetic as the release weights)
-# (2026-12-02: batch norms folded, channels-last)
-DETECTOR_MS_AT_640 = {"retinaface_mobile0.25": 17.0, "retinaface_resnet50": 491.0}
+# each detector's network and decoding on the CPU at a 640 longest side, 1080p frames, in an actor of one
+# CPU: mobile0.25 as the faces stage measured it; ResNet-50 (random weights, the same arithmetic as the
+# release weights) scaled from it by the two networks' ratio timed alone (741.7 against 26.9 core-ms)
+DETECTOR_MS_AT_640 = {"retinaface_mobile0.25": 19.7, "retinaface_resnet50": 543.0}
 # DP-TempCoh with encoder reuse, per restored face-frame, and an H100's dense bf16 peak (issue 12)
 TFLOP_PER_FACE_FRAME = 1.4
 H100_BF16_TFLOPS = 989.0

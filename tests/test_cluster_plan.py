@@ -24,7 +24,7 @@ def test_pools_are_sized_from_the_cluster_by_default():
 
     plan = plan_cluster({"CPU": 16, "GPU": 2}, settings())
     assert plan.restore_on_gpu and plan.detect_on_gpu
-    assert (plan.faces_actors, plan.restore_actors, plan.encode_actors) == ((1, 4), (1, 2), (1, 6))
+    assert (plan.faces_actors, plan.restore_actors, plan.encode_actors) == ((1, 2), (1, 2), (1, 8))
     costs = frame_costs(settings(), detect_on_gpu=True)
     assert plan.faces_actors[1] / plan.encode_actors[1] == pytest.approx(costs.faces / costs.encode, rel=0.3)
     resnet_on_cpus = settings("faces.device=cpu", "faces.detector=retinaface_resnet50")
