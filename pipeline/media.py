@@ -56,7 +56,6 @@ frames from mid-file 7.6-7.8 against 10.9-11.3); decoding straight to 256x144 co
 from __future__ import annotations
 
 import codecs
-import fcntl
 import functools
 import os
 import re
@@ -514,8 +513,10 @@ def _widen_pipe(pipe) -> None:
     writer and ffmpeg's reader together (5 of 5 alternating pairs, BENCHMARKS.md). Where the system caps
     pipes lower (/proc/sys/fs/pipe-max-size) or is not Linux, the default pipe stays."""
     try:
+        import fcntl  # POSIX only; F_SETPIPE_SZ is Linux's
+
         fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-    except (AttributeError, OSError):
+    except (ImportError, AttributeError, OSError):
         pass
 
 
