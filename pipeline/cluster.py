@@ -29,6 +29,7 @@ class ClusterPlan:
             cluster too small to hold every pool's minimum at one CPU each.
         detect_on_gpu: detection runs in one detector actor per GPU (pipeline.faces.remote), which
             shares its GPU with a restoration actor; the faces actors track and align on their CPUs.
+        actor_memory: bytes of memory each CPU actor asks Ray for (cluster.actor_memory_gb; 0: none).
     """
 
     gpus: int
@@ -39,6 +40,7 @@ class ClusterPlan:
     restore_on_gpu: bool
     cpus_per_actor: float = 1.0
     detect_on_gpu: bool = False
+    actor_memory: float = 0.0
 
     def actors(self, stage: str) -> tuple[int, int]:
         """(min, max) actors of the pool of the stage named `stage` (faces, restore, encode)."""
@@ -52,10 +54,14 @@ LOCAL_PLAN = ClusterPlan(gpus=0, cpus=1, faces_actors=(1, 1), restore_actors=(1,
 # The CPUs a CPU actor asks for, largest first: on a cluster too small for one CPU per actor, every
 # pool still gets its minimum by sharing CPUs, instead of waiting forever for CPUs that never come.
 CPU_SHARES = (1.0, 0.5, 0.25)
+GIB = 1024**3
 
 
 def plan_cluster(
-    resources: Mapping[str, float], settings: Settings | None = None, node_cpus: Sequence[float] | None = None
+    resources: Mapping[str, float],
+    settings: Settings | None = None,
+    node_cpus: Sequence[float] | None = None,
+    node_memory: Sequence[float] | None = None,
 ) -> ClusterPlan:
     """Restoration on one GPU per actor when the cluster has GPUs (or `cluster.wait_for_gpus` with
     model.device=cuda), else on CPU actors; the CPU pools share the CPUs. Pool sizes of 0 in the
@@ -66,9 +72,14 @@ def plan_cluster(
     of each node; default one node with all of them): when one CPU per actor does not fit, the CPU
     actors ask for a half or a quarter CPU each, and the pools stay at their minimum.
 
+    With `cluster.actor_memory_gb`, every CPU actor asks Ray for that memory too, and the pools sized
+    from the cluster hold no more CPU actors than Ray's memory resource does (`node_memory`: the bytes
+    of each node; default `resources["memory"]`, where there is one).
+
     Raises:
-        SetupError: the pools' minimum does not fit even at a quarter CPU per actor, or asks for more
-            GPU actors than the cluster has GPUs.
+        SetupError: the pools' minimum does not fit even at a quarter CPU per actor, or not in the
+            cluster's memory at `cluster.actor_memory_gb` each, or asks for more GPU actors than the
+            cluster has GPUs.
     """
     settings = settings or Settings()
     cluster, model = settings.cluster, settings.model
@@ -76,6 +87,10 @@ def plan_cluster(
     cpus = float(resources.get("CPU", 0))
     nodes = list(node_cpus) if node_cpus is not None else [cpus]
     on_gpu = model.device != "cpu" and (gpus > 0 or (model.device == "cuda" and cluster.wait_for_gpus))
+    ask = cluster.actor_memory_gb * GIB
+    memories = list(node_memory) if node_memory is not None else [resources.get("memory", 0.0)]
+    # how many CPU actors Ray can place by memory (an actor never spans nodes); None: no memory asked
+    memory_slots = sum(int(memory / ask + 1e-9) for memory in memories) if ask else None
 
     def pools(small: bool) -> tuple[tuple[int, int], ...]:
         """(min, max) of faces, restore, encode; a max of 0 in the settings is sized from the cluster,
@@ -86,6 +101,10 @@ def plan_cluster(
             return min(low, high), high
 
         faces_share, encode_share = (int(spare * cost / costs.total) for cost in (costs.faces, costs.encode))
+        room = None if memory_slots is None else memory_slots - (0 if on_gpu else 1)
+        if room is not None and faces_share + encode_share > room:  # the memory holds fewer actors
+            faces_share = max(1, int(room * costs.faces / (costs.faces + costs.encode)))
+            encode_share = max(1, room - faces_share)
         return (
             pool(cluster.faces_min_actors, cluster.faces_max_actors, faces_share),
             pool(cluster.restore_min_actors, cluster.restore_max_actors, gpus if on_gpu else 1, not on_gpu),
@@ -114,10 +133,21 @@ def plan_cluster(
             + f"): give the cluster {needed} CPUs ({needed * CPU_SHARES[-1]:g} at the very least, on one "
             "node), or lower cluster.*_min_actors"
         )
+    if memory_slots is not None and needed > memory_slots:
+        largest = max(memories, default=0.0)
+        raise SetupError(
+            f"cluster.actor_memory_gb={cluster.actor_memory_gb:g} GiB per CPU actor: the stages need "
+            f"{needed} CPU actors at once ({needed * cluster.actor_memory_gb:g} GiB), but the Ray "
+            f"cluster's memory for tasks and actors holds {memory_slots} ({sum(memories) / GIB:.1f} GiB on "
+            f"{len(memories)} node{'s' * (len(memories) != 1)}, at most {largest / GIB:.1f} on one): lower "
+            "cluster.actor_memory_gb or "
+            "cluster.*_min_actors, or add memory"
+        )
     if share < 1:
         faces, restore, encode = pools(small=True)
     return ClusterPlan(gpus=gpus, cpus=cpus, faces_actors=faces, restore_actors=restore, encode_actors=encode,
-                       restore_on_gpu=on_gpu, cpus_per_actor=share, detect_on_gpu=detect_on_gpu)  # fmt: skip
+                       restore_on_gpu=on_gpu, cpus_per_actor=share, detect_on_gpu=detect_on_gpu,
+                       actor_memory=ask)  # fmt: skip
 
 
 def detection_on_gpu(faces, gpus: int, restore_on_gpu: bool) -> bool:
@@ -160,8 +190,10 @@ def connect(settings: Settings, address: str | None) -> ClusterPlan:
     import ray
 
     init_ray(address)
-    node_cpus = [node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"]]
-    return plan_cluster(ray.cluster_resources(), settings, node_cpus)
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    node_cpus = [node.get("CPU", 0.0) for node in nodes]
+    node_memory = [node.get("memory", 0.0) for node in nodes]
+    return plan_cluster(ray.cluster_resources(), settings, node_cpus, node_memory)
 
 
 def init_ray(address: str | None) -> None:

@@ -162,6 +162,10 @@ class ClusterSettings:
             Ray counts on its node). On CPUs restoration costs hundreds of times what the other
             stages cost per frame and they wait on it, so by default it takes the cores they leave
             idle; the system shares them whenever those stages have work.
+        actor_memory_gb: memory (GiB) each face and encode actor, and a restoration actor on CPUs,
+            asks Ray for (0: none, Ray's default). Ray then starts no more of them on a node than its
+            memory holds, and pools sized from the cluster stay within its memory. For nodes with
+            little memory per CPU: actors held 1.6-2.8 GiB each at 1080p (README, Sizing).
     """
 
     faces_min_actors: int = _at_least(1, 1)
@@ -172,6 +176,7 @@ class ClusterSettings:
     encode_max_actors: int = _at_least(0, 0)
     wait_for_gpus: bool = False
     restore_cpu_threads: int = _at_least(0, 0)
+    actor_memory_gb: float = _at_least(0.0, 0.0)
 
 
 @dataclass(frozen=True)

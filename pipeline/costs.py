@@ -147,7 +147,9 @@ def format_throughput(
     result = throughput(plan, costs, face_share, tiny)
     lines = [
         f"on this cluster: {plan.cpus:g} CPUs, {plan.gpus} GPUs, detection on "
-        f"{'the GPUs' if plan.detect_on_gpu else 'the CPUs'}; {size}, {face_share:.2f} face-frames per "
+        f"{'the GPUs' if plan.detect_on_gpu else 'the CPUs'}"
+        + (f", {plan.actor_memory / 1024**3:g} GiB of memory per CPU actor" if plan.actor_memory else "")
+        + f"; {size}, {face_share:.2f} face-frames per "
         f"frame; CPU core-ms per frame: probe {costs.probe:.1f}, faces {costs.faces:.1f}, "
         f"encode {costs.encode:.1f}"
     ]

@@ -121,6 +121,8 @@ def map_stage(dataset, stage_class: type[Stage], context: RunContext):
 
     resources = stage_class.resources(context)
     asks = {"num_cpus": resources.cpus, "num_gpus": resources.gpus, **stage_class.placement(context)}
+    if resources.memory:
+        asks["memory"] = resources.memory
     if not stage_class.uses_actors:
         # A row-wise task of its own, never fused into the next stage's actors: a worker that the next
         # stage kills must not take this stage's work (and its attempt count) down with it.

@@ -118,4 +118,19 @@ def dry_run_cluster(settings: Settings, address: str | None):
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     cpus = float(os.cpu_count() or 1)
-    return plan_cluster({"CPU": cpus, "GPU": gpus}, settings, [cpus])
+    resources = {"CPU": cpus, "GPU": gpus}
+    if memory := local_ray_memory():
+        resources["memory"] = memory
+    return plan_cluster(resources, settings, [cpus])
+
+
+def local_ray_memory() -> float | None:
+    """The memory resource an embedded Ray would declare on this machine (what is available less its
+    object store), or None where Ray's own estimate cannot be had."""
+    try:
+        from ray._private.utils import estimate_available_memory, resolve_object_store_memory
+
+        available = estimate_available_memory()
+        return float(available - resolve_object_store_memory(available))
+    except (ImportError, AttributeError, TypeError, ValueError):  # Ray's private helpers moved
+        return None

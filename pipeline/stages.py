@@ -100,6 +100,7 @@ class Resources:
 
     cpus: float = 1.0
     gpus: float = 0.0
+    memory: float = 0.0  # bytes asked of Ray's memory resource (cluster.actor_memory_gb; 0: none)
 
 
 class Stage:
@@ -116,8 +117,10 @@ class Stage:
 
     @classmethod
     def resources(cls, context: RunContext) -> Resources:
-        """One CPU per actor (or task), or the share of one that the cluster plan gives."""
-        return Resources(cpus=context.plan.cpus_per_actor)
+        """One CPU per actor (or task), or the share of one that the cluster plan gives; an actor asks
+        for the plan's memory too (cluster.actor_memory_gb), a task (a video's probe) does not."""
+        memory = context.plan.actor_memory if cls.uses_actors else 0.0
+        return Resources(cpus=context.plan.cpus_per_actor, memory=memory)
 
     @classmethod
     def batch_size(cls, context: RunContext) -> int:

@@ -115,7 +115,10 @@ def archive_with_bad_items(demo_archive, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def smoke_run(archive_with_bad_items, shared_dir, tmp_path_factory, ray_session):
     """`dpt-batch run` of `archive_with_bad_items` with the smoke settings, once per session (a few minutes
-    on 2 cores; test_run.py checks it, test_report.py reports it): (output folder, click result)."""
+    on 2 cores; test_run.py checks it, test_report.py reports it): (output folder, click result). Its CPU
+    actors ask Ray for memory (cluster.actor_memory_gb, which changes no output), so that a real run
+    schedules them that way too."""
     out = tmp_path_factory.mktemp("run") / "out"
-    result = run_cli("--manifest", str(archive_with_bad_items), "--output", str(out), *smoke_args(shared_dir))
+    result = run_cli("--manifest", str(archive_with_bad_items), "--output", str(out), *smoke_args(shared_dir),
+                     "--set", "cluster.actor_memory_gb=0.5")  # fmt: skip
     return out, result

@@ -86,6 +86,47 @@ def test_only_restoration_actors_ask_for_gpus(local_ray, tmp_path):
     assert probe.ray_remote_args.get("num_gpus", 0) == 0 and probe.ray_remote_args["num_cpus"] == 1
 
 
+def test_cpu_actors_ask_for_memory_only_when_set(local_ray, tmp_path):
+    """cluster.actor_memory_gb: the faces and encode actors ask Ray for it; a video's probe task and a
+    restoration actor on a GPU do not, and nothing asks for memory by default."""
+    gib = 1024**3
+    for value, expected in ((0, None), (2.5, 2.5 * gib)):
+        chosen = settings(f"cluster.actor_memory_gb={value}")
+        plan = plan_cluster({"CPU": 16, "GPU": 2, "memory": 64 * gib}, chosen)
+        context = make_context(chosen, plan, work_root=tmp_path, check_detector=False)
+        operators, operator = [], build_dataset([VideoTask("a", "a.mp4")], context)._logical_plan.dag
+        while operator.input_dependencies:
+            operators.append(operator)
+            operator = operator.input_dependencies[0]
+        encode, restore, faces = [op for op in operators if type(op).__name__ == "MapBatches"]
+        (probe,) = [op for op in operators if type(op).__name__ == "FlatMap"]
+        assert faces.ray_remote_args.get("memory") == expected == encode.ray_remote_args.get("memory")
+        assert "memory" not in probe.ray_remote_args and "memory" not in restore.ray_remote_args
+
+
+def test_pools_sized_from_the_cluster_fit_its_memory_when_actors_ask_for_it():
+    """64 CPUs and 2 GPUs but 40 GiB for tasks and actors: at 4 GiB an actor, the faces and encode pools
+    together hold 10 actors, in proportion to their cost, where by CPUs they would hold 60; the memory
+    counts node by node (an actor never spans nodes), and a minimum that does not fit is refused."""
+    from pipeline.cluster import SetupError
+
+    gib = 1024**3
+    by_cpus = plan_cluster({"CPU": 64, "GPU": 2, "memory": 40 * gib}, settings())
+    assert by_cpus.faces_actors[1] + by_cpus.encode_actors[1] > 50 and by_cpus.actor_memory == 0
+    plan = plan_cluster({"CPU": 64, "GPU": 2, "memory": 40 * gib}, settings("cluster.actor_memory_gb=4"))
+    assert plan.faces_actors[1] + plan.encode_actors[1] == 10 and plan.actor_memory == 4 * gib
+    assert plan.encode_actors[1] > plan.faces_actors[1] >= 1  # the encoder costs more per frame
+    assert plan.restore_actors == by_cpus.restore_actors
+    # two nodes of 7 GiB hold one 4 GiB actor each, not three between them
+    four = settings("cluster.actor_memory_gb=4")
+    nodes = plan_cluster({"CPU": 16, "GPU": 1, "memory": 14 * gib}, four, [8, 8], [7 * gib] * 2)
+    assert (nodes.faces_actors, nodes.encode_actors) == ((1, 1), (1, 1))
+    # without a GPU, restoration's actor on the CPUs asks too: three actors do not fit
+    refused = r"actor_memory_gb=4 GiB per CPU actor: the stages need 3 CPU actors at once \(12 GiB\).*holds 2"
+    with pytest.raises(SetupError, match=refused + r".*lower cluster.actor_memory_gb"):
+        plan_cluster({"CPU": 16, "memory": 14 * gib}, four, [8, 8], [7 * gib] * 2)
+
+
 def test_a_cluster_too_small_for_a_cpu_per_actor_shares_its_cpus():
     """Two 1-CPU nodes cannot hold faces, restore and encode actors at one CPU each: they ask for half
     a CPU each and every pool stays at its minimum, instead of waiting forever for a third CPU."""

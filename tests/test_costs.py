@@ -43,6 +43,12 @@ def test_a_dry_run_prints_the_expected_speed_and_what_limits_it(demo_archive, sh
     assert result.exit_code == 0, result.output
     assert "CPU core-ms per frame: probe" in result.output
     assert "expected about" in result.output and "limited by" in result.output
+    assert "memory per CPU actor" not in result.output
+    # actors that ask for memory: the plan says so, and one that no node's memory holds is refused
+    result = CliRunner().invoke(main, [*args, "--set", "cluster.actor_memory_gb=1.5"])
+    assert result.exit_code == 0 and "1.5 GiB of memory per CPU actor" in result.output, result.output
+    result = CliRunner().invoke(main, [*args, "--set", "cluster.actor_memory_gb=100000"])
+    assert "could not run it: cluster.actor_memory_gb=100000 GiB per CPU" in result.output, result.output
 
 
 def test_the_gpu_rate_is_bench_gpus_best_bf16_row_when_measured_else_labelled_an_estimate(tmp_path):
