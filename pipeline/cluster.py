@@ -88,9 +88,11 @@ def plan_cluster(
     nodes = list(node_cpus) if node_cpus is not None else [cpus]
     on_gpu = model.device != "cpu" and (gpus > 0 or (model.device == "cuda" and cluster.wait_for_gpus))
     ask = cluster.actor_memory_gb * GIB
-    memories = list(node_memory) if node_memory is not None else [resources.get("memory", 0.0)]
-    # how many CPU actors Ray can place by memory (an actor never spans nodes); None: no memory asked
-    memory_slots = sum(int(memory / ask + 1e-9) for memory in memories) if ask else None
+    memories = list(node_memory) if node_memory is not None else [resources.get("memory")]
+    memories = [memory for memory in memories if memory is not None]
+    # how many CPU actors Ray can place by memory (an actor never spans nodes); None: no memory asked, or
+    # none known (a plan made without Ray, whose memory could not be estimated)
+    memory_slots = sum(int(memory / ask + 1e-9) for memory in memories) if ask and memories else None
 
     def pools(small: bool) -> tuple[tuple[int, int], ...]:
         """(min, max) of faces, restore, encode; a max of 0 in the settings is sized from the cluster,
@@ -139,9 +141,8 @@ def plan_cluster(
             f"cluster.actor_memory_gb={cluster.actor_memory_gb:g} GiB per CPU actor: the stages need "
             f"{needed} CPU actors at once ({needed * cluster.actor_memory_gb:g} GiB), but the Ray "
             f"cluster's memory for tasks and actors holds {memory_slots} ({sum(memories) / GIB:.1f} GiB on "
-            f"{len(memories)} node{'s' * (len(memories) != 1)}, at most {largest / GIB:.1f} on one): lower "
-            "cluster.actor_memory_gb or "
-            "cluster.*_min_actors, or add memory"
+            f"{len(memories)} node{'s' * (len(memories) != 1)}, at most {largest / GIB:.1f} on one): "
+            "lower cluster.actor_memory_gb or cluster.*_min_actors, or add memory"
         )
     if share < 1:
         faces, restore, encode = pools(small=True)

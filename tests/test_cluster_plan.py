@@ -117,6 +117,9 @@ def test_pools_sized_from_the_cluster_fit_its_memory_when_actors_ask_for_it():
     assert plan.faces_actors[1] + plan.encode_actors[1] == 10 and plan.actor_memory == 4 * gib
     assert plan.encode_actors[1] > plan.faces_actors[1] >= 1  # the encoder costs more per frame
     assert plan.restore_actors == by_cpus.restore_actors
+    # a plan made without Ray and without an estimate of its memory is sized by the CPUs
+    unknown = plan_cluster({"CPU": 64, "GPU": 2}, settings("cluster.actor_memory_gb=4"))
+    assert unknown.faces_actors == by_cpus.faces_actors and unknown.actor_memory == 4 * gib
     # two nodes of 7 GiB hold one 4 GiB actor each, not three between them
     four = settings("cluster.actor_memory_gb=4")
     nodes = plan_cluster({"CPU": 16, "GPU": 1, "memory": 14 * gib}, four, [8, 8], [7 * gib] * 2)
