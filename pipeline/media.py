@@ -509,9 +509,9 @@ PIPE_BYTES = 1 << 20
 
 def _widen_pipe(pipe) -> None:
     """Give the pipe into ffmpeg 1 MB instead of Linux's 64 kB: a 1080p frame (3 MB as I420) then
-    crosses in 3 writes and reads instead of 48, which measured 1.65 -> 1.39 core-ms per frame for the
-    writer and ffmpeg's reader together (5 of 5 alternating pairs, BENCHMARKS.md). Where the system caps
-    pipes lower (/proc/sys/fs/pipe-max-size) or is not Linux, the default pipe stays."""
+    crosses in 3 writes and reads instead of 48, which measured 1.64 -> 1.39 core-ms per frame (medians)
+    for the writer and ffmpeg's reader together (5 of 5 alternating pairs, BENCHMARKS.md). Where the
+    system caps pipes lower (/proc/sys/fs/pipe-max-size) or is not Linux, the default pipe stays."""
     try:
         import fcntl  # POSIX only; F_SETPIPE_SZ is Linux's
 

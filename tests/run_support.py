@@ -19,6 +19,21 @@ REPO = Path(__file__).resolve().parents[1]
 TIMING_COLUMNS = ("seconds_probe", "seconds_faces", "seconds_restore", "seconds_encode", "seconds_total")
 
 
+def stage_operators(context) -> tuple:
+    """The Ray Data operators a run with `context` builds for one video, in stage order: probe, faces,
+    restore, encode (what each asks of the cluster is in its `ray_remote_args`)."""
+    from pipeline.execute import build_dataset
+    from pipeline.records import VideoTask
+
+    operators, operator = [], build_dataset([VideoTask("a", "a.mp4")], context)._logical_plan.dag
+    while operator.input_dependencies:
+        operators.append(operator)
+        operator = operator.input_dependencies[0]
+    encode, restore, faces = [op for op in operators if type(op).__name__ == "MapBatches"]
+    (probe,) = [op for op in operators if type(op).__name__ == "FlatMap"]
+    return probe, faces, restore, encode
+
+
 def run_cli(*args: str) -> Result:
     """`dpt-batch run ARGS` in this process (on an embedded Ray that stays up for the next run)."""
     return CliRunner().invoke(main, ["run", *args], catch_exceptions=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from run_support import stage_operators
 
 from pipeline.cluster import plan_cluster
 from pipeline.config import load_settings
@@ -72,13 +73,7 @@ def test_only_restoration_actors_ask_for_gpus(local_ray, tmp_path):
     plan = plan_cluster({"CPU": 16, "GPU": 2}, settings())
     context = make_context(settings(), plan, work_root=tmp_path, check_detector=False)
     assert context.restore_device == "cuda"
-    dataset = build_dataset([VideoTask("a", "a.mp4")], context)
-    operators, operator = [], dataset._logical_plan.dag
-    while operator.input_dependencies:
-        operators.append(operator)
-        operator = operator.input_dependencies[0]
-    encode, restore, faces = [op for op in operators if type(op).__name__ == "MapBatches"]
-    (probe,) = [op for op in operators if type(op).__name__ == "FlatMap"]
+    probe, faces, restore, encode = stage_operators(context)
     assert restore.ray_remote_args == {"num_cpus": 0, "num_gpus": 1}
     assert (restore.compute.min_size, restore.compute.max_size) == (1, 2)
     for op in (faces, encode):
@@ -94,12 +89,7 @@ def test_cpu_actors_ask_for_memory_only_when_set(local_ray, tmp_path):
         chosen = settings(f"cluster.actor_memory_gb={value}")
         plan = plan_cluster({"CPU": 16, "GPU": 2, "memory": 64 * gib}, chosen)
         context = make_context(chosen, plan, work_root=tmp_path, check_detector=False)
-        operators, operator = [], build_dataset([VideoTask("a", "a.mp4")], context)._logical_plan.dag
-        while operator.input_dependencies:
-            operators.append(operator)
-            operator = operator.input_dependencies[0]
-        encode, restore, faces = [op for op in operators if type(op).__name__ == "MapBatches"]
-        (probe,) = [op for op in operators if type(op).__name__ == "FlatMap"]
+        probe, faces, restore, encode = stage_operators(context)
         assert faces.ray_remote_args.get("memory") == expected == encode.ray_remote_args.get("memory")
         assert "memory" not in probe.ray_remote_args and "memory" not in restore.ray_remote_args
 

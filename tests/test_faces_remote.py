@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from faces_support import footage_paths, mobile_settings, read_clip
+from run_support import stage_operators
 
 from pipeline.faces import FaceDetector
 from pipeline.faces.remote import RESTORE_GPU_SHARE, RemoteDetector, start_detectors
@@ -79,18 +80,12 @@ def test_restoration_actors_ask_for_the_share_the_detectors_leave_in_their_bundl
     from pipeline.cluster import plan_cluster
     from pipeline.config import load_settings
     from pipeline.context import make_context
-    from pipeline.execute import build_dataset
-    from pipeline.records import VideoTask
 
     settings = load_settings(Path("configs/smoke.yaml"), ["faces.detector_weights=null"])
     plan = plan_cluster({"CPU": 16, "GPU": 2}, settings)
     context = make_context(settings, plan, work_root=tmp_path, check_detector=False)
     context = replace(context, detectors=detectors)
-    operators, operator = {}, build_dataset([VideoTask("a", "a.mp4")], context)._logical_plan.dag
-    while operator.input_dependencies:
-        operators.setdefault(type(operator).__name__, []).append(operator)
-        operator = operator.input_dependencies[0]
-    encode, restore, faces = operators["MapBatches"]
+    _, faces, restore, encode = stage_operators(context)
     assert restore.ray_remote_args["num_gpus"] == RESTORE_GPU_SHARE
     assert restore.ray_remote_args["num_cpus"] == 0
     strategy = restore.ray_remote_args["scheduling_strategy"]
